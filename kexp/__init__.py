@@ -1,0 +1,48 @@
+"""kexp: a YAML-driven experiment runner for Keras on TensorFlow.
+
+Every CLI command is a Python function too::
+
+    import kexp
+    run = kexp.train("configs/digits_cnn.yaml")
+    print(run.directory, run.test_metrics)
+    kexp.evaluate(run.directory)
+
+Importing kexp is cheap: TensorFlow is imported only when a function that needs it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def train(config: Any, **kwargs: Any) -> Any:
+    """Train the experiment a config declares; returns the :class:`~kexp.training.run.Run`."""
+    from kexp.training.run import train as _train
+
+    return _train(config, **kwargs)
+
+
+def evaluate(target: Any, **kwargs: Any) -> Any:
+    """Evaluate a run directory or saved model; returns the metrics as a dict."""
+    from kexp.evaluation import evaluate as _evaluate
+
+    return _evaluate(target, **kwargs)
+
+
+def predict(target: Any, input: Any, **kwargs: Any) -> Any:
+    """Predict with a run directory or saved model on a csv/npz file."""
+    from kexp.prediction import predict as _predict
+
+    return _predict(target, input, **kwargs)
+
+
+def env_report(include_packages: bool = True) -> dict[str, Any]:
+    """The environment record that every run's manifest embeds."""
+    from kexp.environment import collect
+
+    return collect(include_packages=include_packages)
+
+
+__all__ = ["__version__", "env_report", "evaluate", "predict", "train"]

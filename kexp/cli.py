@@ -1,0 +1,187 @@
+"""The ``kexp`` command line: a thin Typer layer over the Python API.
+
+Each command parses its options, calls the function of the same name in :mod:`kexp`, and
+prints. User mistakes (:class:`~kexp.errors.KexpError`) become one clear message and exit
+code 2 (``--debug`` shows the traceback). TensorFlow is imported only inside the commands
+that need it, so ``kexp --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from kexp import __version__
+from kexp.errors import ConfigError, KexpError
+
+app = typer.Typer(
+    name="kexp",
+    help="Run Keras experiments declared in YAML: train, evaluate, predict, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+DebugOption = typer.Option(False, "--debug", help="Show the Python traceback of an error.")
+
+
+def _report(exc: KexpError) -> None:
+    if isinstance(exc, ConfigError):
+        errors = [i for i in exc.issues if i.severity == "error"]
+        noun = "problem" if len(errors) == 1 else "problems"
+        err.print(f"[bold red]error:[/bold red] {len(errors)} {noun} in the config:")
+        for issue in exc.issues:
+            err.print(f"  {issue}", markup=False)
+    else:
+        err.print("[bold red]error:[/bold red] ", end="")
+        err.print(str(exc), markup=False)
+
+
+def _run(debug: bool, action: Callable[[], Any]) -> Any:
+    """Run ``action``; a user error is reported and exits 2 (or its own code)."""
+    try:
+        return action()
+    except KexpError as exc:
+        if debug:
+            err.print_exception()
+        _report(exc)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kexp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Run Keras experiments declared in YAML: train, evaluate, predict, report."""
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="The experiment's YAML config."),
+    output_root: Optional[Path] = typer.Option(
+        None, "--output-root", help="Root of run directories (default: output.root)."
+    ),
+    debug: bool = DebugOption,
+) -> None:
+    """Train the model a config declares and write a new run directory."""
+
+    def action() -> None:
+        from kexp.training.run import train as run_train
+
+        run_train(config, output_root=output_root, out=out)
+
+    _run(debug, action)
+
+
+@app.command()
+def evaluate(
+    target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Evaluate on this csv/npz file."),
+    x: Optional[str] = typer.Option(None, "--x", help="npz key of the features."),
+    y: Optional[str] = typer.Option(None, "--y", help="npz key of the labels."),
+    label: Optional[str] = typer.Option(None, "--label", help="csv column of the labels."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    debug: bool = DebugOption,
+) -> None:
+    """Evaluate a saved model on the run's test split or on --data."""
+
+    def action() -> None:
+        from kexp.evaluation import evaluate as run_evaluate
+
+        result = run_evaluate(target, data=data, x=x, y=y, label=label, output=output,
+                              out=err if as_json else out)
+        if as_json:
+            print(json.dumps(result, indent=2))
+
+    _run(debug, action)
+
+
+@app.command()
+def predict(
+    target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
+    input: Path = typer.Option(..., "--input", "-i", help="csv or npz file of examples."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write predictions here (.csv or .npz); default: stdout."
+    ),
+    x: Optional[str] = typer.Option(None, "--x", help="npz key of the features."),
+    features: Optional[List[str]] = typer.Option(
+        None, "--feature", help="csv feature column (repeat for several)."
+    ),
+    debug: bool = DebugOption,
+) -> None:
+    """Predict class probabilities and labels (or values) for every example in a file."""
+
+    def action() -> None:
+        from kexp.prediction import predict as run_predict, to_csv
+
+        columns = run_predict(target, input, output=output, x=x, features=features or None)
+        if output is None:
+            sys.stdout.write(to_csv(columns))
+        else:
+            rows = len(next(iter(columns.values()))) if columns else 0
+            err.print(f"wrote {rows} predictions to {output}")
+
+    _run(debug, action)
+
+
+@app.command("env-report")
+def env_report(
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+    debug: bool = DebugOption,
+) -> None:
+    """Show the software and hardware a run here would record in its manifest."""
+
+    def action() -> None:
+        from kexp.environment import collect, render
+
+        record = collect()
+        if as_json:
+            print(json.dumps(record, indent=2))
+        else:
+            render(record, out)
+
+    _run(debug, action)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="The experiment's YAML config."),
+    debug: bool = DebugOption,
+) -> None:
+    """Check a config (schema, then every Keras name and argument) and show the model."""
+
+    def action() -> None:
+        from kexp.config import load_config
+
+        loaded = load_config(config)
+        from kexp.training.run import prepare
+
+        _, _, model = prepare(loaded)
+        model.summary(print_fn=lambda line, **_: out.print(line, markup=False, highlight=False))
+        out.print(f"[green]ok:[/green] {config} is valid")
+
+    _run(debug, action)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,67 @@
+"""The typed schema of a kexp config, one module per section.
+
+It is the single source of truth: validation, defaults, ``--print-config`` and the JSON Schema
+all come from :class:`ExperimentConfig`. It imports pydantic only, never TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from kexp.config.schema.common import KerasSpec, Section, spec_parts
+from kexp.config.schema.compile import CompileSection
+from kexp.config.schema.data import CsvSource, DataSection, NpySource, NpzSource, SplitSpec
+from kexp.config.schema.hardware import HardwareSection
+from kexp.config.schema.model import InputSpec, ModelSection, SequentialModel
+from kexp.config.schema.training import (
+    CallbackList,
+    CheckpointSection,
+    OutputSection,
+    TrainSection,
+)
+
+
+class ExperimentConfig(Section):
+    """One experiment: data, model, compile, training, callbacks, hardware and output."""
+
+    name: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Experiment name; runs go to <output.root>/<name>/.",
+    )
+    description: Optional[str] = None
+    seed: Optional[int] = Field(
+        None, ge=0, lt=2**31, description="Seeds Python, numpy and TF; drawn and saved if absent."
+    )
+    deterministic: bool = Field(False, description="Turn on TF op determinism.")
+    data: DataSection
+    model: ModelSection
+    compile: CompileSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    callbacks: CallbackList = Field(default_factory=list)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    hardware: HardwareSection = Field(default_factory=HardwareSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+
+__all__ = [
+    "CheckpointSection",
+    "CompileSection",
+    "CsvSource",
+    "DataSection",
+    "ExperimentConfig",
+    "HardwareSection",
+    "InputSpec",
+    "KerasSpec",
+    "ModelSection",
+    "NpySource",
+    "NpzSource",
+    "OutputSection",
+    "Section",
+    "SequentialModel",
+    "SplitSpec",
+    "TrainSection",
+    "spec_parts",
+]

@@ -1,0 +1,65 @@
+"""Building blocks shared by every section of the config schema.
+
+The schema never imports Keras: it checks structure and types only, so ``kexp validate`` can
+report a broken config before TensorFlow has even started to load. Whether a name (a layer,
+an optimizer) exists in Keras is checked afterwards by :mod:`kexp.resolve`.
+
+A Keras object is written the way Keras' own ``get()`` functions accept it, either a bare name
+or a one-key mapping from class name to keyword arguments:
+
+    optimizer: adam
+    optimizer: {Adam: {learning_rate: 0.001}}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _one_key(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ValueError(
+                "write a Keras object as a bare name or as a mapping with exactly one key, "
+                "the class name: {Name: {kwarg: value, ...}}"
+                + (f"; found keys {sorted(map(str, value))}" if value else "")
+            )
+        (kwargs,) = value.values()
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ValueError(
+                "the keyword arguments of a Keras object must be a mapping "
+                "(use {} for none)"
+            )
+    return value
+
+
+KerasSpec = Annotated[
+    Union[str, dict[str, Optional[dict[str, Any]]]],
+    AfterValidator(_one_key),
+    Field(
+        description="A Keras object: a bare name (`adam`) or `{ClassName: {kwarg: value}}`.",
+        json_schema_extra={"maxProperties": 1, "minProperties": 1},
+    ),
+]
+
+
+def spec_parts(spec: Any) -> tuple[str, dict[str, Any]]:
+    """Split a :data:`KerasSpec` into ``(name, kwargs)``.
+
+    >>> spec_parts({"Dense": {"units": 3}})
+    ('Dense', {'units': 3})
+    >>> spec_parts("adam")
+    ('adam', {})
+    """
+    if isinstance(spec, str):
+        return spec, {}
+    ((name, kwargs),) = spec.items()
+    return str(name), dict(kwargs or {})

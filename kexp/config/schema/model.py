@@ -1,0 +1,45 @@
+"""The ``model`` section: a Sequential stack of Keras layers.
+
+Layers are any class Keras knows (``keras.layers`` or a registered custom layer), written as
+``{ClassName: {kwarg: value}}`` exactly as the class's constructor takes them:
+
+    model:
+      sequential:
+        input: {shape: [8, 8, 1]}
+        layers:
+          - Conv2D: {filters: 32, kernel_size: 3, activation: relu}
+          - Flatten: {}
+          - Dense: {units: 10, activation: softmax}
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from kexp.config.schema.common import KerasSpec, Section
+
+
+class InputSpec(Section):
+    """A model input: shape without the batch dimension, and dtype."""
+
+    shape: list[Optional[int]] = Field(
+        description="Shape without the batch axis; null for a variable-length axis."
+    )
+    dtype: str = Field("float32", description="Input dtype, e.g. float32, int32, string.")
+    name: Optional[str] = Field(None, description="Name of the Keras Input tensor.")
+
+
+class SequentialModel(Section):
+    """A straight stack of layers (``keras.Sequential``)."""
+
+    input: InputSpec
+    layers: list[KerasSpec] = Field(min_length=1, description="Layers, first to last.")
+    name: Optional[str] = Field(None, description="Model name; default: the experiment name.")
+
+
+class ModelSection(Section):
+    """Exactly one kind of model."""
+
+    sequential: SequentialModel

@@ -1,0 +1,198 @@
+"""Turn pydantic's validation errors into :class:`~kexp.errors.ConfigIssue` s a user can act on.
+
+Pydantic reports locations in its own terms: union branches (``str``, ``dict[...]``) and
+discriminator tags (``npz``) appear inside the path. This module maps each error back to the
+key path the user wrote, the YAML line it is on, and a "did you mean" for misspelled keys and
+choices, and merges the one-error-per-union-branch noise into one message.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ValidationError
+
+from kexp.config.yaml_io import SourceMap
+from kexp.errors import ConfigIssue, KeyPath, nearest
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "none_required": "null",
+}
+
+
+def _get(data: Any, key: Any) -> tuple[bool, Any]:
+    if isinstance(data, dict) and key in data:
+        return True, data[key]
+    if isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+        return True, data[key]
+    return False, None
+
+
+def user_path(loc: Iterable[Any], raw: Any, error_type: str) -> KeyPath:
+    """The key path as written in the YAML: drop pydantic's union-branch and tag labels."""
+    loc = list(loc)
+    path: list[str | int] = []
+    node = raw
+    for index, part in enumerate(loc):
+        found, child = _get(node, part)
+        if found:
+            path.append(part)
+            node = child
+            continue
+        last = index == len(loc) - 1
+        if last and isinstance(node, dict) and error_type in {"missing", "extra_forbidden"}:
+            path.append(part)
+        # anything else is a union branch ("str", "dict[str,...]") or a tag ("npz"): skip it
+    return tuple(path)
+
+
+def _candidate_models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(_candidate_models(arg))
+    return found
+
+
+def _pick_model(candidates: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:
+    if len(candidates) <= 1 or not isinstance(node, dict):
+        return candidates
+    for model in candidates:
+        field = model.model_fields.get("source")
+        if field is not None and node.get("source") in typing.get_args(field.annotation):
+            return [model]
+    with_keys = [m for m in candidates if set(node) & set(m.model_fields) - {"source"}]
+    return with_keys or candidates
+
+
+def allowed_keys(schema: type[BaseModel], path: KeyPath, raw: Any) -> list[str]:
+    """The keys a mapping at ``path`` may have, following the schema and the data together."""
+    models: list[type[BaseModel]] = [schema]
+    node = raw
+    for part in path:
+        annotations = []
+        for model in models:
+            field = model.model_fields.get(part) if isinstance(part, str) else None
+            if field is not None:
+                annotations.append(field.annotation)
+        _, node = _get(node, part)
+        if isinstance(part, int):
+            continue  # a list item: keep the item type found for the list itself
+        models = []
+        for annotation in annotations:
+            models.extend(_candidate_models(annotation))
+        models = _pick_model(models, node)
+        if not models:
+            return []
+    keys: list[str] = []
+    for model in models:
+        keys.extend(k for k in model.model_fields if k not in keys)
+    return keys
+
+
+def _choices(ctx: dict[str, Any]) -> list[str]:
+    return re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+
+
+def issues_from(
+    exc: ValidationError, raw: Any, where: SourceMap, schema: type[BaseModel]
+) -> list[ConfigIssue]:
+    """One :class:`ConfigIssue` per problem, in file order, union noise merged."""
+    grouped: dict[KeyPath, list[dict[str, Any]]] = {}
+    for error in exc.errors():
+        path = user_path(error["loc"], raw, error["type"])
+        grouped.setdefault(path, []).append(error)
+
+    issues: list[ConfigIssue] = []
+    for path, errors in grouped.items():
+        file, line = where.locate(path)
+        types = [e["type"] for e in errors]
+        found, value = _get_path(raw, path)
+        if all(t in _TYPE_WORDS for t in types) and len(errors) > 1:
+            wanted = " or ".join(dict.fromkeys(_TYPE_WORDS[t] for t in types))
+            issues.append(
+                ConfigIssue(path, f"expected {wanted}", file=file, line=line,
+                            value=value, has_value=found)
+            )
+            continue
+        # a union where one branch got further than a type check tells the real story
+        specific = [e for e in errors if e["type"] not in _TYPE_WORDS] or errors
+        for error in specific:
+            issues.append(_issue(error, path, raw, schema, file, line, value, found))
+    issues.sort(key=lambda i: (i.line or 0))
+    return issues
+
+
+def _get_path(raw: Any, path: KeyPath) -> tuple[bool, Any]:
+    node = raw
+    for part in path:
+        found, node = _get(node, part)
+        if not found:
+            return False, None
+    return True, node
+
+
+def _issue(
+    error: dict[str, Any],
+    path: KeyPath,
+    raw: Any,
+    schema: type[BaseModel],
+    file: str | None,
+    line: int | None,
+    value: Any,
+    found: bool,
+) -> ConfigIssue:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        keys = allowed_keys(schema, path[:-1], raw)
+        return ConfigIssue(
+            path,
+            "unknown key" + (f" (allowed here: {', '.join(keys)})" if keys else ""),
+            suggestion=nearest(str(path[-1]), keys),
+            file=file,
+            line=line,
+        )
+    if kind == "missing":
+        return ConfigIssue(path, "required key is missing", file=file, line=line)
+    if kind == "literal_error":
+        choices = _choices(ctx)
+        return ConfigIssue(
+            path,
+            f"must be one of {', '.join(choices)}",
+            suggestion=nearest(str(value), choices) if found else None,
+            file=file,
+            line=line,
+            value=value,
+            has_value=found,
+        )
+    if kind == "unknown_source":
+        from kexp.config.schema.data import SOURCE_KINDS
+
+        source = value.get("source") if isinstance(value, dict) else None
+        return ConfigIssue(
+            path + (("source",) if source is not None else ()),
+            error["msg"],
+            suggestion=nearest(str(source), SOURCE_KINDS) if source is not None else None,
+            file=file,
+            line=line,
+        )
+    message = error["msg"]
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = message[:1].lower() + message[1:]
+    return ConfigIssue(path, message, file=file, line=line, value=value, has_value=found)

@@ -1,0 +1,139 @@
+"""Read YAML safely and remember where every key came from.
+
+Error messages must point at the line a user has to fix, so loading keeps, next to the plain
+Python data, a :class:`SourceMap` from key paths to ``(file, line)``. Only PyYAML's safe loader
+is used: ``!!python/...`` tags are refused, so a config can never run code by being read.
+
+    >>> data, where = load_text("train:\\n  epochs: 3\\n", "c.yaml")
+    >>> data
+    {'train': {'epochs': 3}}
+    >>> where.line_of(("train", "epochs"))
+    2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kexp.errors import ConfigError, ConfigIssue, KeyPath
+
+
+class SourceMap:
+    """Key path -> (file, 1-based line) for every mapping key and list item of a config."""
+
+    def __init__(self) -> None:
+        self._lines: dict[KeyPath, tuple[str, int]] = {}
+
+    def record(self, path: KeyPath, file: str, line: int) -> None:
+        self._lines[path] = (file, line)
+
+    def update(self, other: "SourceMap", prefix: KeyPath = ()) -> None:
+        for path, loc in other._lines.items():
+            self._lines[prefix + path] = loc
+
+    def locate(self, path: KeyPath) -> tuple[str | None, int | None]:
+        """The file and line of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while True:
+            if path in self._lines:
+                return self._lines[path]
+            if not path:
+                return None, None
+            path = path[:-1]
+
+    def line_of(self, path: KeyPath) -> int | None:
+        return self.locate(path)[1]
+
+    def items(self) -> list[tuple[KeyPath, tuple[str, int]]]:
+        return list(self._lines.items())
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader; a separate class so kexp's tweaks never leak into yaml.SafeLoader."""
+
+
+def _walk(node: yaml.Node, path: KeyPath, file: str, where: SourceMap, issues: list) -> None:
+    where.record(path, file, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                issues.append(
+                    ConfigIssue(
+                        path + (key,),
+                        f"duplicate key (first given on line {seen[key]}); "
+                        "YAML would silently keep only the last one",
+                        file=file,
+                        line=line,
+                    )
+                )
+            seen[key] = line
+            _walk(value_node, path + (key,), file, where, issues)
+            where.record(path + (key,), file, line)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, path + (index,), file, where, issues)
+
+
+def load_text(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
+    """Parse YAML text into plain data plus a :class:`SourceMap`; raise ConfigError if bad."""
+    where = SourceMap()
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            return None, where
+        issues: list[ConfigIssue] = []
+        _walk(node, (), file, where, issues)
+        if issues:
+            raise ConfigError(issues)
+        loader = _Loader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        tag = ""
+        if exc.problem and "python" in exc.problem:
+            tag = " (Python tags are refused: a config never runs code just by being read)"
+        raise ConfigError.single(
+            (),
+            f"YAML value cannot be read safely: {exc.problem}{tag}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        if mark is not None:
+            message += f" at column {mark.column + 1}"
+        raise ConfigError.single(
+            (), message, file=file, line=mark.line + 1 if mark else None
+        ) from exc
+    return data, where
+
+
+def load_file(path: str | Path) -> tuple[Any, SourceMap]:
+    """Read a YAML file; a missing or unreadable file is a user error naming the path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError.single((), f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError.single((), f"config path is a directory, not a YAML file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single((), f"cannot read config file {path}: {exc}") from None
+    return load_text(text, str(path))
+
+
+def dump(data: Any) -> str:
+    """YAML text for a resolved config: block style, keys in the order given."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)

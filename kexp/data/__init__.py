@@ -1,0 +1,1 @@
+"""Data: sources read files into arrays, splits divide them, the pipeline feeds Keras."""

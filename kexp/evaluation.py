@@ -1,0 +1,90 @@
+"""``kexp evaluate``: a saved model's metrics on the run's test split or on given data.
+
+    metrics = evaluate("experiments/digits-cnn/20261203-120000-ab12cd")
+    metrics = evaluate("model.keras", data="more_digits.npz", x="images", y="labels")
+
+With a run directory and no ``data``, the test split the run declared is used: its source,
+or exactly the held-out indices of a fraction split (``splits.npz``). A warning is printed
+when a data file the run was trained on has changed since.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from kexp.config.schema import SplitSpec
+from kexp.data.pipeline import make_dataset
+from kexp.data.splits import load_splits
+from kexp.display import metrics_table
+from kexp.errors import UserError
+from kexp.inputs import read_input
+from kexp.manifest import now
+from kexp.runs import changed_data_files, load_model, resolve_target
+from kexp.training.artifacts import write_json
+
+
+def _saved_indices(run_dir: Path) -> dict[str, np.ndarray] | None:
+    path = run_dir / "splits.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return {k: saved[k] for k in saved.files}
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    data: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    label: str | None = None,
+    batch_size: int | None = None,
+    output: str | Path | None = None,
+    out: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate and return ``{"metrics": {...}, "examples": n, ...}``.
+
+    The result is written as JSON to ``output`` or, for a run directory, to a new file
+    ``<run>/evaluations/<UTC time>.json`` (the training-time ``evaluation.json`` is kept).
+    """
+    say = out or Console(stderr=True)
+    found = resolve_target(target)
+    config = found.config
+    for warning in changed_data_files(found.manifest()):
+        say.print(f"[yellow]warning:[/yellow] data changed since training: {warning}")
+    if data is not None:
+        arrays = read_input(data, config, labels=True, x=x, y=y, label=label)
+        split = str(data)
+    else:
+        if config is None:
+            raise UserError("a model file outside a run directory needs --data FILE")
+        if config.data.test is None:
+            raise UserError(
+                f"the run's config declares no test split (data.test); pass --data FILE"
+            )
+        saved = _saved_indices(found.run_dir) if isinstance(config.data.test, SplitSpec) else None
+        arrays = load_splits(config.data, config.seed or 0, ("test",), saved_indices=saved).test
+        split = "test"
+    if arrays.y is None:
+        raise UserError("evaluation needs labels (give --y KEY or --label COLUMN)")
+    model = load_model(found.model_file)
+    batch = batch_size or (config.data.batch_size if config else 32)
+    dataset = make_dataset(arrays, batch, training=False, seed=0)
+    metrics = {k: float(v) for k, v in model.evaluate(dataset, return_dict=True, verbose=0).items()}
+    result = {
+        "model": str(found.model_file),
+        "split": split,
+        "examples": len(arrays),
+        "metrics": metrics,
+    }
+    say.print(metrics_table({split: metrics}, title=f"evaluation of {found.model_file.name}"))
+    if output is not None:
+        write_json(Path(output), result)
+    elif found.run_dir is not None:
+        stamp = now().replace(":", "").replace("+0000", "Z")
+        write_json(found.run_dir / "evaluations" / f"{stamp}.json", result)
+    return result

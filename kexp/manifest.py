@@ -1,0 +1,129 @@
+"""The run manifest: what produced a run, and how it ended.
+
+``manifest.json`` is written when a run starts (status ``running``) and rewritten, atomically,
+whenever its state changes, so it tells the truth even after a crash: ``completed``,
+``failed`` (with the error) or ``interrupted``. It embeds the environment record of
+:mod:`kexp.environment` plus the run's own facts: kexp version, command line, config hash,
+seed, sha256 of every data file read, git state of the config's repository, times.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kexp import __version__
+from kexp.training.artifacts import write_json
+
+FILENAME = "manifest.json"
+
+
+def now() -> str:
+    """UTC time, ISO-8601, second precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the resolved config in canonical JSON (key order does not matter)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_state(path: Path | None) -> dict[str, Any] | None:
+    """Commit and dirty flag of the git repository holding ``path``, or None outside one."""
+    if path is None:
+        return None
+    folder = path if path.is_dir() else path.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None:
+        return None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"repository": top, "commit": commit, "dirty": bool(status)}
+
+
+class Manifest:
+    """The manifest of one run; every change is saved at once."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def start(
+        cls,
+        run_dir: Path,
+        *,
+        config: dict[str, Any],
+        config_file: Path | None,
+        seed: int,
+        environment: dict[str, Any],
+    ) -> "Manifest":
+        data = {
+            "kexp_version": __version__,
+            "run_dir": str(run_dir),
+            "status": "running",
+            "command": list(sys.argv),
+            "config_file": str(config_file) if config_file else None,
+            "config_hash": config_hash(config),
+            "seed": seed,
+            "started_at": now(),
+            "ended_at": None,
+            "git": git_state(config_file),
+            "data_files": {},
+            "splits": {},
+            "strategy": None,
+            "epochs_completed": 0,
+            "final_metrics": {},
+            "error": None,
+            "environment": environment,
+        }
+        manifest = cls(run_dir / FILENAME, data)
+        manifest.save()
+        return manifest
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Manifest":
+        path = Path(run_dir) / FILENAME
+        return cls(path, json.loads(path.read_text(encoding="utf-8")))
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def record_data_files(self, files: list[str]) -> None:
+        self.update(data_files={f: file_sha256(f) for f in files})
+
+    def finish(self, status: str, error: BaseException | None = None, **fields: Any) -> None:
+        """Record the final status (completed / failed / interrupted) and end time."""
+        err = None
+        if error is not None:
+            err = {"type": type(error).__name__, "message": str(error)}
+        self.update(status=status, ended_at=now(), error=err, **fields)
+
+    def save(self) -> None:
+        write_json(self.path, self.data)

@@ -1,0 +1,118 @@
+"""``kexp predict``: a saved model's predictions for a csv or npz file.
+
+    table = predict("experiments/digits-cnn/20261203-120000-ab12cd", "new_digits.npz",
+                    output="predictions.csv")
+
+A classifier gets, per example, the probability of each class and the predicted label
+(the most likely class; for a single sigmoid unit, probability >= 0.5). Other models get
+their raw outputs. A multi-output model gets one group of columns per output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp.errors import UserError
+from kexp.inputs import read_input
+from kexp.runs import load_model, resolve_target
+from kexp.training.artifacts import atomic_path, write_text
+
+
+def _activation(model: Any, output_index: int) -> str | None:
+    """Name of the activation that produces an output (softmax / sigmoid / ...), if known."""
+    try:
+        tensor = model.outputs[output_index]
+        layer = tensor._keras_history.operation
+    except (AttributeError, IndexError):
+        return None
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        return getattr(activation, "__name__", None)
+    return type(layer).__name__.lower()  # a Softmax layer, for instance
+
+
+def _columns(name: str, values: np.ndarray, activation: str | None,
+             class_names: list[str] | None) -> dict[str, np.ndarray]:
+    prefix = f"{name}_" if name else ""
+    values = values.reshape(len(values), -1)
+    width = values.shape[1]
+    out: dict[str, np.ndarray] = {}
+    if activation == "softmax" and width > 1:
+        names = class_names if class_names and len(class_names) == width else [str(i) for i in range(width)]
+        for i, cls in enumerate(names):
+            out[f"{prefix}prob_{cls}"] = values[:, i]
+        index = values.argmax(axis=1)
+        out[f"{prefix}predicted_label"] = np.asarray(names, dtype=object)[index] if class_names else index
+    elif activation == "sigmoid" and width == 1:
+        out[f"{prefix}probability"] = values[:, 0]
+        out[f"{prefix}predicted_label"] = (values[:, 0] >= 0.5).astype("int64")
+    else:
+        for i in range(width):
+            out[f"{prefix}prediction_{i}" if width > 1 else f"{prefix}prediction"] = values[:, i]
+    return out
+
+
+def prediction_columns(model: Any, predictions: Any, class_names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Named output columns for ``model.predict`` results (one array, a list or a dict)."""
+    if isinstance(predictions, dict):
+        items = list(predictions.items())
+        index = {n: i for i, n in enumerate(getattr(model, "output_names", []) or [])}
+        return {k: v for name, p in items
+                for k, v in _columns(name, np.asarray(p), _activation(model, index.get(name, 0)),
+                                     class_names).items()}
+    if isinstance(predictions, (list, tuple)):
+        names = list(getattr(model, "output_names", []) or [str(i) for i in range(len(predictions))])
+        return {k: v for i, p in enumerate(predictions)
+                for k, v in _columns(names[i], np.asarray(p), _activation(model, i), class_names).items()}
+    return _columns("", np.asarray(predictions), _activation(model, 0), class_names)
+
+
+def predict(
+    target: str | Path,
+    input: str | Path,
+    *,
+    output: str | Path | None = None,
+    x: str | None = None,
+    features: list[str] | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Predict for every example in ``input``; write csv or npz to ``output`` when given."""
+    found = resolve_target(target)
+    arrays = read_input(input, found.config, labels=False, x=x, features=features)
+    model = load_model(found.model_file)
+    manifest = found.manifest()
+    class_names = manifest.data.get("class_names") if manifest else None
+    try:
+        predictions = model.predict(arrays.x, batch_size=batch_size, verbose=0)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"the model cannot take the input {input}: {str(exc).splitlines()[0]}") from None
+    columns = prediction_columns(model, predictions, class_names)
+    if output is not None:
+        write_predictions(columns, Path(output))
+    return columns
+
+
+def to_csv(columns: dict[str, np.ndarray]) -> str:
+    """CSV text with a header row; floats at full float32 precision."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in zip(*columns.values()):
+        writer.writerow([f"{v:.8g}" if isinstance(v, (float, np.floating)) else v for v in row])
+    return buffer.getvalue()
+
+
+def write_predictions(columns: dict[str, np.ndarray], path: Path) -> None:
+    """Write ``.npz`` (one array per column) or csv, atomically."""
+    if path.suffix == ".npz":
+        with atomic_path(path) as tmp:
+            with tmp.open("wb") as handle:
+                np.savez(handle, **{k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else v
+                                    for k, v in columns.items()})
+    else:
+        write_text(path, to_csv(columns))

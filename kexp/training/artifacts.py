@@ -1,0 +1,83 @@
+"""Write run artifacts so that a kill at any moment never leaves a truncated file.
+
+Every file is written to a temporary name in the same directory and then renamed into place
+with ``os.replace``, which is atomic on POSIX and Windows: a file under its final name is
+always complete (the old version or the new one, never half of each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """A temporary path next to ``final`` (same suffix) that is renamed to it on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}"
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; final files follow the umask
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(final: Path, text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_path(final) as tmp:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json(final: Path, data: Any) -> None:
+    """Atomically write JSON (indented, keys in insertion order)."""
+    write_text(final, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def save_model(model: Any, final: Path) -> None:
+    """``model.save`` (``.keras`` or ``.h5`` by suffix) through a temporary file.
+
+    The temporary name keeps the suffix, since Keras picks the format from it; for ``.h5``
+    Keras 3 uses its legacy HDF5 writer, which stores the optimizer state too.
+    """
+    with atomic_path(final) as tmp:
+        tmp.unlink()  # Keras refuses to write over an existing .keras file without asking
+        if final.suffix == ".h5":
+            # Keras 3 warns that HDF5 is legacy on every save; kexp writes it on purpose.
+            with quiet_absl():
+                model.save(str(tmp))
+        else:
+            model.save(str(tmp))
+
+
+@contextmanager
+def quiet_absl() -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,279 @@
+"""``kexp train``: from a config file to a complete run directory.
+
+    run = train("configs/digits_cnn.yaml")
+    run.directory, run.test_metrics
+
+The order matters and is the point of this module:
+
+1. validate the config (schema, no TensorFlow),
+2. create the strategy, then build and compile the model inside its scope, resolving every
+   Keras name and argument (all mistakes reported at once),
+3. read the data and check that features fit the model input and labels fit the loss,
+4. only then create the run directory, so a broken config never leaves a run behind,
+5. train, save, evaluate, keeping ``manifest.json`` truthful at every step: a run that fails
+   keeps its directory, marked ``failed`` with the error.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from kexp.config import LoadedConfig, load_config
+from kexp.config.schema import ExperimentConfig
+from kexp.config.yaml_io import dump
+from kexp.data.arrays import Arrays
+from kexp.data.pipeline import make_dataset, steps
+from kexp.data.splits import Splits, load_splits
+from kexp.display import RichProgress, console as progress_console, metrics_table
+from kexp.environment import collect
+from kexp.errors import ConfigError, TrainingFailed
+from kexp.hardware import StrategyInfo, make_strategy
+from kexp.manifest import Manifest
+from kexp.model import build_model, compile_model
+from kexp.seeding import draw_seed, seed_everything
+from kexp.tf import keras
+from kexp.training.artifacts import save_model, write_json, write_text
+from kexp.training.callbacks import build_callbacks
+
+
+@dataclass
+class Run:
+    """The outcome of ``kexp train``: where it went and what it measured."""
+
+    directory: Path
+    config: ExperimentConfig
+    model: Any
+    history: dict[str, list[float]] = field(default_factory=dict)
+    test_metrics: dict[str, float] | None = None
+    status: str = "completed"
+
+
+def _as_loaded(config: str | Path | LoadedConfig) -> LoadedConfig:
+    return config if isinstance(config, LoadedConfig) else load_config(config)
+
+
+def prepare(loaded: LoadedConfig) -> tuple[ExperimentConfig, StrategyInfo, Any]:
+    """Seed, create the strategy, build and compile the model: everything before data.
+
+    Raises ConfigError (with every Keras-level mistake) before anything is written.
+    """
+    config = loaded.config
+    if config.seed is None:
+        config = config.model_copy(update={"seed": draw_seed()})
+    seed_everything(config.seed, config.deterministic)
+    info = make_strategy(config.hardware)
+    with info.strategy.scope():
+        model = build_model(config)
+        compile_model(model, config)
+    # Construct the callbacks once against a scratch directory: a bad callback argument is
+    # found now, before a run directory exists. (Constructors do not write files.)
+    build_callbacks(config, Path(tempfile.gettempdir()) / "kexp-callback-check")
+    return config, info, model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _head(tensors: Any, n: int) -> Any:
+    if isinstance(tensors, dict):
+        return {k: np.asarray(v[:n]) for k, v in tensors.items()}
+    return np.asarray(tensors[:n])
+
+
+def _shapes(tensors: Any) -> str:
+    if isinstance(tensors, dict):
+        return ", ".join(f"{k}: {tuple(v.shape[1:])}" for k, v in tensors.items())
+    return str(tuple(tensors.shape[1:]))
+
+
+def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> None:
+    """Run a handful of real examples through the model and the loss before training.
+
+    A mismatch found here gets a message in the user's terms; found inside ``fit`` it would
+    be a long TensorFlow stack trace.
+    """
+    x = _head(arrays.x, 8)
+    try:
+        y_pred = model(x, training=False)
+    except Exception as exc:
+        raise ConfigError.single(
+            ("data", "train", "x"),
+            f"features of shape {_shapes(arrays.x)} (per example) do not fit the model input "
+            f"{_model_inputs(model)}: {_first_line(exc)}",
+        ) from exc
+    if arrays.y is None:
+        raise ConfigError.single(("data", "train", "y"), "training data needs labels")
+    y = _head(arrays.y, 8)
+    _check_sparse_range(model, arrays, config)
+    try:
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
+        if not np.all(np.isfinite(np.asarray(loss))):
+            raise ValueError(f"the loss of the first examples is {float(np.asarray(loss))}")
+    except Exception as exc:
+        raise ConfigError.single(
+            ("compile", "loss"),
+            f"labels of shape {_shapes(arrays.y)} (per example) do not fit this loss with the "
+            f"model's output of shape {_shapes(_np(y_pred))}: {_first_line(exc)}",
+        ) from exc
+
+
+def _np(tensors: Any) -> Any:
+    if isinstance(tensors, dict):
+        return {k: np.asarray(v) for k, v in tensors.items()}
+    if isinstance(tensors, (list, tuple)):
+        return {str(i): np.asarray(v) for i, v in enumerate(tensors)}
+    return np.asarray(tensors)
+
+
+def _model_inputs(model: Any) -> str:
+    shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
+
+
+def _check_sparse_range(model: Any, arrays: Arrays, config: ExperimentConfig) -> None:
+    """Sparse categorical labels must be integers in [0, number of classes)."""
+    loss = config.compile.loss
+    if not (isinstance(loss, str) and "sparse_categorical" in loss.lower()):
+        if not (isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)):
+            return
+    if isinstance(arrays.y, dict) or len(model.outputs) != 1:
+        return
+    classes = model.outputs[0].shape[-1]
+    y = np.asarray(arrays.y)
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise ConfigError.single(
+            ("compile", "loss"),
+            f"sparse categorical labels must be in [0, {classes}) for a model with {classes} "
+            f"outputs, but the labels range from {y.min()} to {y.max()}",
+        )
+
+
+def _datasets(splits: Splits, config: ExperimentConfig) -> dict[str, Any]:
+    data = config.data
+    out = {}
+    for name in ("train", "validation", "test"):
+        arrays = getattr(splits, name)
+        if arrays is not None:
+            out[name] = make_dataset(
+                arrays,
+                data.batch_size,
+                training=name == "train",
+                seed=config.seed,
+                shuffle=data.shuffle,
+                shuffle_buffer=data.shuffle_buffer,
+                cache=data.cache,
+                prefetch=data.prefetch,
+                drop_remainder=data.drop_remainder,
+            )
+    return out
+
+
+def train(
+    config: str | Path | LoadedConfig,
+    *,
+    output_root: str | Path | None = None,
+    out: Console | None = None,
+) -> Run:
+    """Train the experiment ``config`` declares and write its run directory."""
+    say = out or Console()
+    loaded = _as_loaded(config)
+    config_obj, info, model = prepare(loaded)
+    splits = load_splits(config_obj.data, config_obj.seed)
+    check_data_fits(model, splits.train, config_obj)
+
+    from kexp.training.rundir import new_run_dir
+
+    root = Path(output_root) if output_root is not None else Path(config_obj.output.root)
+    run_dir = new_run_dir(root, config_obj.name).resolve()
+    resolved = config_obj.model_dump(mode="json")
+    write_text(run_dir / "config.yaml", dump(resolved))
+    manifest = Manifest.start(
+        run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
+        environment=collect(),
+    )
+    say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
+    try:
+        manifest.record_data_files(splits.files)
+        manifest.update(splits=splits.record(), strategy=info.record())
+        splits.save_indices(run_dir / "splits.npz")
+        run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say)
+    except KeyboardInterrupt as exc:
+        manifest.finish("interrupted", exc)
+        raise
+    except BaseException as exc:
+        manifest.finish("failed", exc)
+        raise
+    return run
+
+
+def _fit_and_save(
+    config: ExperimentConfig, model: Any, splits: Splits, run_dir: Path,
+    manifest: Manifest, say: Console,
+) -> Run:
+    datasets = _datasets(splits, config)
+    callbacks, checkpoints = build_callbacks(config, run_dir)
+    train_steps = config.train.steps_per_epoch or steps(
+        splits.train, config.data.batch_size, config.data.drop_remainder
+    )
+    progress = RichProgress(config.train.epochs, train_steps, progress_console)
+    history = model.fit(
+        datasets["train"],
+        validation_data=datasets.get("validation"),
+        epochs=config.train.epochs,
+        steps_per_epoch=config.train.steps_per_epoch,
+        validation_steps=config.train.validation_steps,
+        class_weight=config.train.class_weight,
+        callbacks=[progress, *callbacks],
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=0,
+    )
+    logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    epochs_done = len(next(iter(logs.values()), []))
+    if model.stop_training and any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
+        if any(np.isnan(v) for v in logs.get("loss", [])):
+            raise TrainingFailed(
+                f"training stopped: the loss became NaN in epoch {epochs_done}; "
+                f"the last good checkpoint is {run_dir / 'checkpoints' / 'last.keras'}"
+            )
+
+    for fmt in config.output.formats:
+        save_model(model, run_dir / f"model.{fmt}")
+
+    rows: dict[str, dict[str, float]] = {}
+    if logs:
+        rows["train (last epoch)"] = {
+            k: v[-1] for k, v in logs.items() if not k.startswith("val_") and k != "learning_rate"
+        }
+        val = {k[4:]: v[-1] for k, v in logs.items() if k.startswith("val_")}
+        if val:
+            rows["validation (last epoch)"] = val
+    test_metrics = None
+    if "test" in datasets:
+        test_metrics = {k: float(v) for k, v in model.evaluate(
+            datasets["test"], return_dict=True, verbose=0).items()}
+        rows["test"] = test_metrics
+        write_json(run_dir / "evaluation.json", {
+            "split": "test", "examples": len(splits.test), "metrics": test_metrics,
+            "model": "model.keras",
+        })
+    say.print(metrics_table(rows, title=f"{config.name}: {epochs_done} epoch(s)"))
+    best = None
+    if checkpoints is not None and checkpoints.best_epoch is not None:
+        best = {"monitor": checkpoints.monitor, "value": checkpoints.best, "epoch": checkpoints.best_epoch}
+    manifest.finish(
+        "completed",
+        epochs_completed=epochs_done,
+        final_metrics={k: v[-1] for k, v in logs.items()},
+        test_metrics=test_metrics,
+        best_checkpoint=best,
+    )
+    say.print(f"saved: {run_dir}")
+    return Run(run_dir, config, model, logs, test_metrics, "completed")
