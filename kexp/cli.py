@@ -38,10 +38,10 @@ def _report(exc: KexpError) -> None:
         noun = "problem" if len(errors) == 1 else "problems"
         err.print(f"[bold red]error:[/bold red] {len(errors)} {noun} in the config:")
         for issue in exc.issues:
-            err.print(f"  {issue}", markup=False)
+            err.print(f"  {issue}", markup=False, soft_wrap=True)
     else:
         err.print("[bold red]error:[/bold red] ", end="")
-        err.print(str(exc), markup=False)
+        err.print(str(exc), markup=False, soft_wrap=True)
 
 
 def _run(debug: bool, action: Callable[[], Any]) -> Any:

@@ -24,6 +24,14 @@ from kexp.config.schema import spec_parts
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, nearest
 from kexp.tf import keras
 
+_MODULES = {
+    "layer": "keras.layers",
+    "callback": "keras.callbacks",
+    "optimizer": "keras.optimizers",
+    "loss": "keras.losses",
+    "metric": "keras.metrics",
+}
+
 #: Arguments that ``keras.layers.Layer.__init__`` takes through ``**kwargs``.
 _LAYER_BASE_KWARGS = {"input_shape", "input_dim", "batch_size", "batch_input_shape"}
 
@@ -109,7 +117,7 @@ def lookup(kind: str, name: str, path: KeyPath) -> Any:
     if found is None:
         raise ConfigError.single(
             path,
-            f"unknown {kind} '{name}' (not in keras.{kind}s nor a registered custom object)",
+            f"unknown {kind} '{name}' (not in {_MODULES[kind]} nor a registered custom object)",
             suggestion=nearest(name, known_names(kind)),
         )
     return found
@@ -186,12 +194,18 @@ def _from_get(kind: str, get: Callable[[Any], Any], spec: Any, path: KeyPath) ->
                 f"unknown {kind} '{name}'",
                 suggestion=nearest(name, known_names(kind)),
             ) from None
-    cls = lookup(kind, name, path)
+    cls = keras.saving.get_registered_object(name, module_objects=_namespaces()[kind])
+    if cls is None:
+        try:  # an alias only Keras' get() knows, such as "mse"
+            found = get(name)
+        except (ValueError, TypeError):
+            lookup(kind, name, path)  # raises the "unknown ..., did you mean" error
+        cls = found if inspect.isfunction(found) else type(found)
     if not isinstance(cls, type):
         raise ConfigError.single(
             path + (name,),
             f"'{name}' is a function and takes no arguments; use its class (e.g. "
-            f"{_class_hint(kind, name)}) to pass arguments",
+            f"{_class_hint(kind, getattr(cls, '__name__', name))}) to pass arguments",
         )
     check_kwargs(cls, kwargs, path + (name,), name)
     return _construct(cls, kwargs, path + (name,), name)
