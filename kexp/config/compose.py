@@ -1,0 +1,226 @@
+"""``extends:``: a config built on one or more base configs.
+
+    # configs/digits_small.yaml
+    extends: digits_cnn.yaml          # or a list; paths relative to this file
+    name: digits-small
+    train: {epochs: 5}
+    callbacks+:                        # append to the base's callbacks instead of replacing
+      - TerminateOnNaN: {}
+
+The merge rules, applied base by base (a later base wins) and then the file itself:
+
+* mappings merge key by key, recursively;
+* lists, scalars and ``null`` replace what the base had; a key ending in ``+``
+  (``callbacks+:``, ``layers+:``) appends its list to the base's list instead;
+* a Keras object ``{ClassName: {kwargs}}`` merges its kwargs when the class is the same,
+  and replaces the base's object whole when the class differs
+  (``optimizer: {SGD: {...}}`` over ``{Adam: {...}}`` is an SGD, not a mix of both).
+
+``extends`` chains (a base may extend another); a cycle is an error. Each file's
+``${env:VAR}`` references are substituted before merging, and every key keeps the file and
+line it came from, so an error in a base config points into the base config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kexp.config.interpolate import interpolate
+from kexp.config.yaml_io import SourceMap, load_file, load_text
+from kexp.errors import ConfigError, ConfigIssue, KeyPath
+
+#: The key that names base configs.
+EXTENDS = "extends"
+#: A key ending in this appends to the inherited list (``callbacks+``).
+APPEND = "+"
+
+
+def _is_object_spec(value: Any) -> bool:
+    """``{ClassName: kwargs}``: one key that looks like a class name (leading capital)."""
+    if not (isinstance(value, dict) and len(value) == 1):
+        return False
+    ((key, kwargs),) = value.items()
+    return isinstance(key, str) and key[:1].isupper() and (kwargs is None or isinstance(kwargs, dict))
+
+
+def _replaces(base: Any, child: Any) -> bool:
+    """Whether ``child`` replaces ``base`` whole instead of merging into it."""
+    if not (isinstance(base, dict) and isinstance(child, dict)):
+        return True
+    return _is_object_spec(base) and _is_object_spec(child) and set(base) != set(child)
+
+
+def merge(
+    base: Any, child: Any, where: SourceMap, child_where: SourceMap,
+    path: KeyPath = (), issues: list[ConfigIssue] | None = None,
+) -> Any:
+    """``child`` merged over ``base`` by the rules above; ``where`` (base locations) is
+    updated in place to the merged locations. Problems go to ``issues`` (or raise)."""
+    own = issues is None
+    issues = [] if issues is None else issues
+    result = _merge(base, child, where, child_where, path, path, issues)
+    if own and issues:
+        raise ConfigError(issues)
+    return result
+
+
+def _merge(base: Any, child: Any, where: SourceMap, child_where: SourceMap,
+           path: KeyPath, child_path: KeyPath, issues: list[ConfigIssue]) -> Any:
+    if _replaces(base, child):
+        where.drop(path)
+        where.copy(child_where, child_path, path)
+        return strip_append_keys(child, where, path, issues)
+    out = dict(base)
+    for key, value in child.items():
+        key_path = child_path + (key,)
+        if isinstance(key, str) and key.endswith(APPEND) and len(key) > len(APPEND):
+            name = key[: -len(APPEND)]
+            out[name] = _append(out.get(name), name in base, value, where, child_where,
+                                path + (name,), key_path, child, issues)
+        elif key in base:
+            out[key] = _merge(base[key], value, where, child_where, path + (key,), key_path, issues)
+            where.record(path + (key,), *child_where.locate(key_path))
+        else:
+            where.copy(child_where, key_path, path + (key,))
+            out[key] = strip_append_keys(value, where, path + (key,), issues)
+    return out
+
+
+def _append(old: Any, inherited: bool, items: Any, where: SourceMap, child_where: SourceMap,
+            path: KeyPath, key_path: KeyPath, child: dict, issues: list[ConfigIssue]) -> Any:
+    """The inherited list ``old`` with ``items`` (written as ``name+:``) appended."""
+    name = path[-1]
+    file, line = child_where.locate(key_path)
+    if name in child:
+        issues.append(ConfigIssue(key_path, f"give either '{name}' (replace) or '{name}+' "
+                                  "(append), not both", file=file, line=line))
+        return old
+    if not isinstance(items, list):
+        issues.append(ConfigIssue(key_path, f"'{name}+' appends a list: write its items as a "
+                                  "YAML list", file=file, line=line, value=items, has_value=True))
+        return old
+    if old is None:
+        old = []
+    elif not isinstance(old, list):
+        issues.append(ConfigIssue(key_path, f"'{name}+' appends to a list, but the inherited "
+                                  f"'{name}' is not one", file=file, line=line,
+                                  value=old, has_value=True))
+        return old
+    if not inherited:
+        where.record(path, file, line)
+    for index in range(len(items)):
+        where.copy(child_where, key_path + (index,), path + (len(old) + index,))
+    appended = [strip_append_keys(item, where, path + (len(old) + i,), issues)
+                for i, item in enumerate(items)]
+    return old + appended
+
+
+def strip_append_keys(data: Any, where: SourceMap, path: KeyPath,
+                      issues: list[ConfigIssue]) -> Any:
+    """``name+: [...]`` with nothing to append to is plain ``name: [...]``."""
+    if isinstance(data, list):
+        return [strip_append_keys(v, where, path + (i,), issues) for i, v in enumerate(data)]
+    if not isinstance(data, dict):
+        return data
+    if not any(isinstance(k, str) and k.endswith(APPEND) and len(k) > 1 for k in data):
+        return {k: strip_append_keys(v, where, path + (k,), issues) for k, v in data.items()}
+    out: dict[Any, Any] = {}
+    scratch = SourceMap()
+    scratch.copy(where, path, ())
+    for key, value in data.items():
+        if isinstance(key, str) and key.endswith(APPEND) and len(key) > len(APPEND):
+            name = key[: -len(APPEND)]
+            where.drop(path + (key,))
+            out[name] = _append(None, False, value, where, scratch, path + (name,), (key,),
+                                data, issues)
+        else:
+            out[key] = strip_append_keys(value, where, path + (key,), issues)
+    return out
+
+
+def _bases(raw: dict, where: SourceMap, file: str) -> list[tuple[str, int | None]]:
+    """The ``extends`` entries of a file as (path text, line)."""
+    value = raw.get(EXTENDS)
+    items = value if isinstance(value, list) else [value]
+    found = []
+    for index, item in enumerate(items):
+        key = (EXTENDS, index) if isinstance(value, list) else (EXTENDS,)
+        _, line = where.locate(key)
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError.single(
+                key, "extends takes a file name or a list of file names (relative to this file)",
+                file=file, line=line, value=item, has_value=True,
+            )
+        found.append((item, line))
+    return found
+
+
+def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
+          files: list[str]) -> tuple[Any, SourceMap]:
+    """Load one file (and, recursively, its bases) into merged data and locations."""
+    raw, where = load_text(text, label) if text is not None else load_file(label)
+    if not isinstance(raw, dict):
+        return raw, where  # not a mapping: the schema check says so, with its line
+    raw = interpolate(raw, where)
+    if EXTENDS not in raw:
+        issues: list[ConfigIssue] = []
+        raw = strip_append_keys(raw, where, (), issues)
+        if issues:
+            raise ConfigError(issues)
+        return raw, where
+    merged: Any = None
+    merged_where = SourceMap()
+    issues = []
+    for entry, line in _bases(raw, where, label):
+        base_path = (path.parent / Path(entry).expanduser())
+        # shown in messages as the user would type it: relative when the file was named so
+        base_label = (os.path.normpath(Path(label).parent / Path(entry).expanduser())
+                      if text is None else str(base_path))
+        resolved = base_path.resolve()
+        if resolved in stack:
+            chain = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
+            raise ConfigError.single((EXTENDS,), f"extends cycle: {chain}", file=label, line=line)
+        if not resolved.is_file():
+            raise ConfigError.single(
+                (EXTENDS,), f"base config not found: {base_path}", file=label, line=line,
+            )
+        base, base_where = _load(resolved, base_label, None, (*stack, resolved), files)
+        if not isinstance(base, dict):
+            raise ConfigError.single(
+                (), "a base config must be a YAML mapping (key: value lines)",
+                file=base_label, line=base_where.line_of(()),
+            )
+        files.append(base_label)
+        merged = base if merged is None else merge(merged, base, merged_where, base_where,
+                                                  issues=issues)
+        if merged is base:
+            merged_where = base_where
+    own = {k: v for k, v in raw.items() if k != EXTENDS}
+    where.drop((EXTENDS,))
+    result = merge(merged, own, merged_where, where, issues=issues)
+    merged_where.record((), *where.locate(()))
+    if issues:
+        raise ConfigError(issues)
+    return result, merged_where
+
+
+def compose_file(path: str | Path) -> tuple[Any, SourceMap, list[str]]:
+    """Load a config file with its ``extends`` chain merged in.
+
+    Returns the merged data, where each key came from, and the base files used (as labels).
+    """
+    files: list[str] = []
+    path = Path(path)
+    resolved = path.resolve()
+    raw, where = _load(resolved, str(path), None, (resolved,), files)
+    return raw, where, files
+
+
+def compose_text(text: str, base_dir: Path | None = None) -> tuple[Any, SourceMap, list[str]]:
+    """Like :func:`compose_file` for a config held in a string; bases relative to ``base_dir``."""
+    files: list[str] = []
+    anchor = (base_dir or Path.cwd()) / "<string>"
+    raw, where = _load(anchor, "<string>", text, (anchor,), files)
+    return raw, where, files
