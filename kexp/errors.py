@@ -71,6 +71,8 @@ class ConfigIssue:
             where = f"{self.file}:{self.line}: "
         elif self.line:
             where = f"line {self.line}: "
+        elif self.file:
+            where = f"{self.file}: "  # e.g. a --set override: no line to point at
         text = f"{where}{format_path(self.path)}: {self.message}"
         if self.has_value:
             shown = repr(self.value)
@@ -85,8 +87,10 @@ class ConfigIssue:
 class ConfigError(KexpError):
     """All the problems found in one config, reported together."""
 
-    def __init__(self, issues: Sequence[ConfigIssue]):
+    def __init__(self, issues: Sequence[ConfigIssue], hint: str | None = None):
         self.issues = list(issues)
+        #: One more line for the user after the issues (what happens next, how to fix them).
+        self.hint = hint
         super().__init__("\n".join(str(i) for i in self.issues))
 
     @classmethod

@@ -13,6 +13,7 @@ is used: ``!!python/...`` tags are refused, so a config can never run code by be
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,38 @@ class SourceMap:
     def __init__(self) -> None:
         self._lines: dict[KeyPath, tuple[str, int]] = {}
 
-    def record(self, path: KeyPath, file: str, line: int) -> None:
-        self._lines[path] = (file, line)
+    def record(self, path: KeyPath, file: str, line: int | None) -> None:
+        """Remember where ``path`` was written; ``line`` is None for a ``--set`` override."""
+        self._lines[tuple(path)] = (file, line)  # type: ignore[assignment]
 
     def update(self, other: "SourceMap", prefix: KeyPath = ()) -> None:
         for path, loc in other._lines.items():
             self._lines[prefix + path] = loc
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._lines
+
+    def under(self, prefix: KeyPath) -> list[tuple[KeyPath, tuple[str, int]]]:
+        """Entries at ``prefix`` and below it, as ``(path relative to prefix, location)``."""
+        n = len(prefix)
+        return [(p[n:], loc) for p, loc in self._lines.items() if p[:n] == tuple(prefix)]
+
+    def drop(self, prefix: KeyPath) -> None:
+        """Forget ``prefix`` and everything below it (its value was replaced)."""
+        for rest, _ in self.under(prefix):
+            del self._lines[tuple(prefix) + rest]
+
+    def copy(self, source: "SourceMap", source_prefix: KeyPath, prefix: KeyPath) -> None:
+        """Take ``source``'s entries under ``source_prefix`` as this map's under ``prefix``."""
+        for rest, loc in source.under(source_prefix):
+            self._lines[tuple(prefix) + rest] = loc
+
+    def move(self, old: KeyPath, new: KeyPath) -> None:
+        """Entries under ``old`` now live under ``new`` (a list item changed index)."""
+        moved = self.under(old)
+        self.drop(old)
+        for rest, loc in moved:
+            self._lines[tuple(new) + rest] = loc
 
     def locate(self, path: KeyPath) -> tuple[str | None, int | None]:
         """The file and line of ``path``, or of its nearest ancestor that has one."""
@@ -53,6 +80,15 @@ class SourceMap:
 
 class _Loader(yaml.SafeLoader):
     """The safe loader; a separate class so kexp's tweaks never leak into yaml.SafeLoader."""
+
+
+# YAML 1.1 (PyYAML) reads ``3e-4`` and ``1e3`` as strings: its float pattern wants a dot.
+# Everyone writes learning rates that way, and YAML 1.2 reads them as numbers, so do we.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _walk(node: yaml.Node, path: KeyPath, file: str, where: SourceMap, issues: list) -> None:
