@@ -1,0 +1,316 @@
+"""Plugins: the user's own Keras components, imported because the config names them.
+
+A config lists Python files or modules under ``plugins:``; they are imported before the model
+is built, and every Keras component they define becomes usable by name, exactly like a
+built-in (a layer, loss, metric, optimizer, callback, learning-rate schedule, initializer,
+regularizer, constraint or activation):
+
+    plugins: [components.py]
+    compile: {loss: {FocalLoss: {gamma: 2.0}}}
+
+Keras finds custom objects through its own registry (``keras.saving.register_keras_serializable``),
+which is also how a saved model finds them again when it is loaded. A plugin should decorate
+its components itself, so that plain ``keras.models.load_model`` works after ``import``-ing
+the module; components left undecorated are registered here, under the module's name as
+package, so they still work by name and in kexp's own commands.
+
+Each import is recorded (entry, resolved file, sha256): the run's manifest keeps the records,
+and ``kexp evaluate``/``predict`` import the same files again and report those that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+import types
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from kexp.config.schema.plugins import is_file_entry
+from kexp.errors import ConfigError, ConfigIssue, KeyPath
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """What was imported for one ``plugins`` entry, as the manifest stores it."""
+
+    entry: str
+    module: str
+    path: str
+    sha256: str
+    search_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PluginError(Exception):
+    """A plugin that cannot be found or imported; becomes a ConfigIssue at its entry."""
+
+
+#: Records of the plugins imported in this process, by resolved file path.
+_IMPORTED: dict[str, PluginRecord] = {}
+
+#: Every public class and function of every imported plugin module, by name and by
+#: ``module>name``, for components Keras cannot register (callbacks have no ``get_config``).
+_OBJECTS: dict[str, Any] = {}
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def import_plugins(
+    entries: Sequence[str], base_dir: Path | None, path: KeyPath = ("plugins",)
+) -> list[PluginRecord]:
+    """Import every entry (files relative to ``base_dir``); all failures in one ConfigError."""
+    records: list[PluginRecord] = []
+    issues: list[ConfigIssue] = []
+    for index, entry in enumerate(entries):
+        try:
+            records.append(import_plugin(entry, base_dir))
+        except PluginError as exc:
+            issues.append(ConfigIssue(tuple(path) + (index,), str(exc)))
+    if issues:
+        raise ConfigError(issues)
+    return records
+
+
+def import_plugin(entry: str, base_dir: Path | None = None) -> PluginRecord:
+    """Import one plugin file or module and register its Keras components."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if is_file_entry(entry):
+        module, search_path = _import_file((base / Path(entry).expanduser()).resolve()), None
+    else:
+        module, search_path = _import_module(entry, base), str(base.resolve())
+    file = getattr(module, "__file__", None)
+    if not file:
+        raise PluginError(f"plugin module '{entry}' has no source file (a namespace package?)")
+    register_components(module)
+    record = PluginRecord(entry, module.__name__, str(Path(file).resolve()), sha256(file), search_path)
+    _IMPORTED[record.path] = record
+    return record
+
+
+def _import_file(file: Path) -> types.ModuleType:
+    if not file.is_file():
+        raise PluginError(f"plugin file not found: {file}")
+    if file.suffix != ".py":
+        raise PluginError(f"a plugin file must be a Python source file (.py): {file}")
+    digest = sha256(file)
+    previous = _IMPORTED.get(str(file))
+    if previous is not None and previous.sha256 == digest and previous.module in sys.modules:
+        return sys.modules[previous.module]  # already imported, unchanged: do not run it twice
+    name = file.stem if file.stem.isidentifier() else "kexp_plugin"
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != file:
+        name = f"kexp_plugin_{name}_{digest[:8]}"  # do not shadow an unrelated module
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"cannot import plugin file {file}")
+    module = importlib.util.module_from_spec(spec)
+    # Siblings of the plugin file are importable from it, as when Python runs a script; the
+    # folder goes last so that it cannot shadow an installed module.
+    folder = str(file.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise PluginError(_import_failure(file.name, str(file), exc)) from exc
+    return module
+
+
+def _import_module(name: str, base: Path) -> types.ModuleType:
+    folder = str(base.resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)  # a module next to the config, after everything installed
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise PluginError(
+                f"no module named '{name}' (searched the Python path and the config's "
+                f"folder {folder}); to use a file, write its path ending in .py"
+            ) from exc
+        raise PluginError(_import_failure(name, None, exc)) from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise PluginError(_import_failure(name, None, exc)) from exc
+
+
+def _import_failure(what: str, file: str | None, exc: BaseException) -> str:
+    """``cannot import plugin X: NameError: ... (file, line N)``: where the user must look."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        where = f" ({Path(exc.filename or what).name}, line {exc.lineno})"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        mine = [f for f in frames if file is None or Path(f.filename).resolve() == Path(file)]
+        if mine:
+            frame = mine[-1]
+            where = f" ({Path(frame.filename).name}, line {frame.lineno})"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"cannot import plugin {what}: it imports '{exc.name}', which is not installed{where}"
+    message = str(exc).strip().splitlines()
+    return f"cannot import plugin {what}: {type(exc).__name__}: {message[0] if message else ''}{where}"
+
+
+def _keras_bases() -> tuple[type, ...]:
+    from kexp.tf import keras
+
+    return (
+        keras.layers.Layer,
+        keras.losses.Loss,
+        keras.metrics.Metric,
+        keras.optimizers.Optimizer,
+        keras.optimizers.schedules.LearningRateSchedule,
+        keras.initializers.Initializer,
+        keras.regularizers.Regularizer,
+        keras.constraints.Constraint,
+        keras.callbacks.Callback,
+    )
+
+
+def register_components(module: types.ModuleType) -> list[str]:
+    """Register the module's own undecorated Keras classes and public functions with Keras.
+
+    They go under the package ``module.__name__`` (``components>FocalLoss``). Objects the
+    plugin registered itself keep their own names. Returns the names registered here.
+    """
+    from kexp.tf import keras
+
+    bases = _keras_bases()
+    added = []
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        is_component = inspect.isclass(obj) and issubclass(obj, bases)
+        if not (is_component or inspect.isfunction(obj)):
+            continue
+        _OBJECTS[name] = obj
+        registered = keras.saving.get_registered_name(obj)
+        _OBJECTS[registered] = obj
+        if registered != obj.__name__ or (inspect.isclass(obj) and not hasattr(obj, "get_config")):
+            continue  # already registered by the plugin, or not serializable (a callback)
+        keras.saving.register_keras_serializable(package=module.__name__)(obj)
+        _OBJECTS[keras.saving.get_registered_name(obj)] = obj
+        added.append(keras.saving.get_registered_name(obj))
+    return added
+
+
+def plugin_objects() -> dict[str, Any]:
+    """Public classes and functions of the imported plugins (for name lookups)."""
+    return dict(_OBJECTS)
+
+
+def imported(paths: Iterable[str] | None = None) -> list[PluginRecord]:
+    """Records of the plugins imported so far (only those at ``paths`` when given)."""
+    if paths is None:
+        return list(_IMPORTED.values())
+    wanted = {str(Path(p).resolve()) for p in paths}
+    return [r for p, r in _IMPORTED.items() if p in wanted]
+
+
+def records_for(entries: Sequence[str]) -> list[PluginRecord]:
+    """The import records of a config's ``plugins`` entries, in order (for the manifest)."""
+    out = []
+    for entry in entries:
+        resolved = str(Path(entry).resolve()) if is_file_entry(entry) else None
+        for record in _IMPORTED.values():
+            if record.entry == entry or record.path == resolved:
+                out.append(record)
+                break
+    return out
+
+
+def import_config_plugins(loaded: Any) -> list[PluginRecord]:
+    """Import the plugins of a :class:`~kexp.config.loader.LoadedConfig` (before its model).
+
+    A config that is a run's saved ``config.yaml`` (``kexp reproduce``, resume) finds module
+    plugins through the search path the run recorded, and a plugin file that changed since
+    the run is reported.
+    """
+    base = loaded.file.parent if loaded.file is not None else Path.cwd()
+    recorded = _recorded_in(base)
+    if recorded:
+        for note in changed(recorded):
+            warn(f"plugin changed since the run: {note}")
+        by_entry = {r.get("entry"): r for r in recorded}
+        search = {e: Path(r["search_path"]) for e, r in by_entry.items() if r.get("search_path")}
+        if search:
+            records = []
+            for index, entry in enumerate(loaded.config.plugins):
+                records.extend(import_plugins([entry], search.get(entry, base), ("plugins", index)))
+            return records
+    return import_plugins(loaded.config.plugins, base)
+
+
+def _recorded_in(run_dir: Path) -> list[dict[str, Any]]:
+    """The plugin records of the manifest in ``run_dir``, if it is a run directory."""
+    import json
+
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return []
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(data.get("plugins") or []) if isinstance(data, dict) else []
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (stdout may carry predictions)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[yellow]warning:[/yellow] {message}")
+
+
+def changed(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Recorded plugins whose file now differs from what the run used, or is gone."""
+    notes = []
+    for record in records:
+        file = record.get("path")
+        if not file:
+            continue  # a module recorded without its file: nothing to compare
+        try:
+            if record.get("sha256") and sha256(file) != record["sha256"]:
+                notes.append(f"{file} (content changed since the run)")
+            elif not Path(file).is_file():
+                notes.append(f"{file} (missing)")
+        except OSError:
+            notes.append(f"{file} (missing)")
+    return notes
+
+
+def load_recorded(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Import the plugins a run recorded in its manifest; returns what to warn about.
+
+    Each is imported from the file the run used (a module entry by name, with its recorded
+    search path, so the same module is found). A plugin that changed is still imported, and
+    reported; one that is gone or fails is reported, and loading the model may then fail.
+    """
+    notes = changed(records)
+    for record in records:
+        file = record.get("path")
+        entry = record.get("entry") or file or ""
+        try:
+            if is_file_entry(entry):
+                if file and Path(file).is_file():  # else: reported as missing
+                    import_plugin(str(file))
+            else:
+                import_plugin(entry, Path(record.get("search_path") or Path.cwd()))
+        except PluginError as exc:
+            notes.append(f"{entry} could not be imported: {exc}")
+    return notes

@@ -1,0 +1,160 @@
+"""Training in stages: a backbone frozen for the first epochs, then fine-tuned.
+
+This is the recipe of Keras' transfer-learning guide, done with Keras' own mechanisms:
+``layer.trainable = False`` then ``compile`` and ``fit``; then ``layer.trainable = True``,
+``compile`` again (a changed ``trainable`` only takes effect at compile time, and the
+optimizer must track the newly trainable weights) and ``fit`` from ``initial_epoch``. The
+two stages are one run: one history, epochs numbered on, callbacks shared.
+
+:func:`fit` is also where a learning-rate schedule given in epochs gets its real length
+(:mod:`kexp.model.schedules`), because this is the first place the steps per epoch are known.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import weakref
+from typing import Any
+
+from kexp.config.schema import ExperimentConfig, FreezeSection
+from kexp.errors import ConfigError, ConfigIssue
+from kexp.model.schedules import is_pending, resolve_pending
+from kexp.tf import keras
+
+#: The layers :func:`apply_freeze` froze: stage 2 unfreezes these and only these (a layer the
+#: config marks ``trainable: false`` stays frozen). Kept by layer, not by model, because the
+#: model may be wrapped afterwards (preprocessing in front, float32 outputs).
+_FROZEN: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _named_layers(model: Any) -> list[Any]:
+    """The model's layers, without the InputLayer a Sequential built on ``Input`` shows."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """Every layer, inside sub-models too (a backbone is often a model of its own)."""
+    found = []
+    for layer in _named_layers(model):
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def select_layers(model: Any, section: FreezeSection) -> list[Any]:
+    """The layers ``freeze.layers`` names; a name or index that matches nothing is an error."""
+    layers = _named_layers(model)
+    chosen: list[Any] = []
+    issues = []
+    for index, selector in enumerate(section.layers):
+        if isinstance(selector, int):
+            matched = [layers[selector]] if -len(layers) <= selector < len(layers) else []
+        else:
+            matched = [l for l in _all_layers(model) if fnmatch.fnmatchcase(l.name, selector)]
+        if not matched:
+            names = ", ".join(layer.name for layer in layers)
+            issues.append(ConfigIssue(
+                ("freeze", "layers", index),
+                f"matches no layer of the model (layers: {names}); give layer names (set "
+                "`name:` on a layer), shell-style patterns or indices",
+                value=selector, has_value=True,
+            ))
+        chosen.extend(layer for layer in matched if layer not in chosen)
+    if issues:
+        raise ConfigError(issues)
+    return chosen
+
+
+def check_freeze(config: ExperimentConfig) -> None:
+    """Structural checks that need no model: stage 1 must leave epochs for stage 2."""
+    section = config.freeze
+    if section is None or section.epochs is None:
+        return
+    if section.epochs >= config.train.epochs:
+        raise ConfigError.single(
+            ("freeze", "epochs"),
+            f"the layers would stay frozen for all {config.train.epochs} epochs "
+            f"(train.epochs); give fewer, or omit freeze.epochs to keep them frozen",
+        )
+
+
+def apply_freeze(model: Any, config: ExperimentConfig) -> list[Any]:
+    """Freeze the selected layers before the first compile; returns those it froze."""
+    if config.freeze is None:
+        return []
+    check_freeze(config)
+    frozen = [layer for layer in select_layers(model, config.freeze) if layer.trainable]
+    for layer in frozen:
+        layer.trainable = False
+    _FROZEN.update(frozen)
+    return frozen
+
+
+def _steps_per_epoch(x: Any, fit_kwargs: dict[str, Any]) -> int | None:
+    if fit_kwargs.get("steps_per_epoch"):
+        return int(fit_kwargs["steps_per_epoch"])
+    cardinality = getattr(x, "cardinality", None)
+    if cardinality is None:
+        return None
+    count = int(cardinality())
+    return count if count > 0 else None
+
+
+def _merge(histories: list[Any], model: Any) -> Any:
+    merged = keras.callbacks.History()
+    merged.set_model(model)
+    merged.history = {}
+    merged.epoch = []
+    for history in histories:
+        merged.epoch.extend(history.epoch)
+        for key, values in history.history.items():
+            merged.history.setdefault(key, []).extend(values)
+    return merged
+
+
+def _recompile(model: Any, config: ExperimentConfig, steps: int | None, lr: float | None) -> None:
+    from kexp.model.build import compile_model
+
+    with model.distribute_strategy.scope():
+        compile_model(model, config, steps_per_epoch=steps, learning_rate=lr)
+
+
+def fit(model: Any, config: ExperimentConfig, x: Any, **fit_kwargs: Any) -> Any:
+    """``model.fit(x, **fit_kwargs)``, in two stages when ``freeze.epochs`` says so.
+
+    Returns one ``History`` for the whole run. A run resumed after stage 1
+    (``initial_epoch >= freeze.epochs``) goes straight to stage 2.
+    """
+    steps = _steps_per_epoch(x, fit_kwargs)
+    if is_pending(model):
+        if steps is None:
+            raise ConfigError.single(
+                ("compile", "optimizer"),
+                "the learning-rate schedule is given in epochs, but the number of steps per "
+                "epoch of this data is unknown; set train.steps_per_epoch",
+            )
+        resolve_pending(model, config, steps)
+    section = config.freeze
+    epochs = fit_kwargs.get("epochs", 1)
+    start = fit_kwargs.get("initial_epoch", 0)
+    if section is None or section.epochs is None or section.epochs >= epochs:
+        return model.fit(x, **fit_kwargs)
+    histories = []
+    if start < section.epochs:
+        histories.append(model.fit(x, **{**fit_kwargs, "epochs": section.epochs}))
+        if _diverged(histories[-1]):
+            return _merge(histories, model)
+    for layer in [layer for layer in _all_layers(model) if layer in _FROZEN]:
+        layer.trainable = True
+        _FROZEN.discard(layer)
+    _recompile(model, config, steps, section.fine_tune_learning_rate)
+    second = {**fit_kwargs, "initial_epoch": max(start, section.epochs)}
+    histories.append(model.fit(x, **second))
+    return _merge(histories, model)
+
+
+def _diverged(history: Any) -> bool:
+    """Stage 1 ended on a NaN loss: fine-tuning from there would be pointless."""
+    losses = history.history.get("loss", [])
+    return bool(losses) and losses[-1] != losses[-1]
