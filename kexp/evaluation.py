@@ -56,8 +56,11 @@ def evaluate(
     config = found.config
     for warning in changed_data_files(found.manifest()):
         say.print(f"[yellow]warning:[/yellow] data changed since training: {warning}")
+    manifest = found.manifest()
+    class_names = manifest.data.get("class_names") if manifest else None
     if data is not None:
-        arrays = read_input(data, config, labels=True, x=x, y=y, label=label)
+        arrays = read_input(data, config, labels=True, class_names=class_names,
+                            x=x, y=y, label=label)
         split = str(data)
     else:
         if config is None:
@@ -69,11 +72,11 @@ def evaluate(
         saved = _saved_indices(found.run_dir) if isinstance(config.data.test, SplitSpec) else None
         arrays = load_splits(config.data, config.seed or 0, ("test",), saved_indices=saved).test
         split = "test"
-    if arrays.y is None:
+    if not arrays.has_labels:
         raise UserError("evaluation needs labels (give --y KEY or --label COLUMN)")
-    model = load_model(found.model_file)
+    model = load_model(found.model_file, safe_mode=found.safe_mode)
     batch = batch_size or (config.data.batch_size if config else 32)
-    dataset = make_dataset(arrays, batch, training=False, seed=0)
+    dataset = make_dataset(arrays, batch, training=False, seed=0, cache=False)
     metrics = {k: float(v) for k, v in model.evaluate(dataset, return_dict=True, verbose=0).items()}
     result = {
         "model": str(found.model_file),

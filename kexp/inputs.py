@@ -1,8 +1,11 @@
 """Data named on the command line (``--data``/``--input``), read like the run's own sources.
 
 With a run directory, a file of the same kind as the run's training source is read with the
-same keys or columns; otherwise the kind is taken from the file's suffix and the keys from
-the options (``--x``/``--y`` for npz, ``--label``/``--features`` for csv).
+same keys or columns (and, for csv, the same column types, missing-value rules and class
+names); otherwise the kind is taken from the file's suffix and the keys from the options
+(``--x``/``--y`` for npz, ``--label``/``--features`` for csv). A run trained on an image or
+text folder also reads a folder (one sub-folder per class when labels are needed), a run on
+images a single image file, and a run on TFRecords a TFRecord file.
 """
 
 from __future__ import annotations
@@ -10,11 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kexp.config.schema import CsvSource, ExperimentConfig, NpzSource
-from kexp.data.arrays import Arrays
-from kexp.data.sources import load_source
+from kexp.config.schema import (
+    CsvSource,
+    ExperimentConfig,
+    ImageDirSource,
+    NpzSource,
+    TextDirSource,
+    TfrecordSource,
+)
+from kexp.data.sources import SourceContext, load_source
 from kexp.data.sources.csv import read_table
 from kexp.errors import ConfigError, UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 
 def source_for_file(
@@ -29,9 +40,19 @@ def source_for_file(
 ) -> Any:
     """A source spec for ``file``: keys/columns from options, else from the run's train source."""
     path = Path(file)
+    train = config.data.train if config is not None else None
+    if path.is_dir():
+        if isinstance(train, (ImageDirSource, TextDirSource)):
+            return train.model_copy(update={"path": str(path.resolve()), "labels": labels})
+        raise UserError(f"{path} is a folder: only a run trained on image_dir or text_dir "
+                        "data reads folders")
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
-    train = config.data.train if config is not None else None
+    if path.suffix.lower() in IMAGE_SUFFIXES and isinstance(train, ImageDirSource) and not labels:
+        return train.model_copy(update={"path": str(path.resolve()), "labels": False})
+    if isinstance(train, TfrecordSource) and path.suffix not in (".npz", ".csv"):
+        return train.model_copy(update={"files": [str(path.resolve())],
+                                        "y": train.y if labels else None})
     if path.suffix == ".npz":
         run = train if isinstance(train, NpzSource) else None
         return NpzSource(
@@ -52,6 +73,10 @@ def source_for_file(
             header, _ = read_table(path, delimiter, ("input",))
             dropped = {chosen_label} if isinstance(chosen_label, str) else set(chosen_label or [])
             cols = [h for h in header if h not in dropped]
+        if run_csv is not None:  # same types, missing values, header as in training
+            return run_csv.model_copy(update={
+                "path": str(path.resolve()), "features": cols,
+                "label": chosen_label if labels else None})
         return CsvSource(
             source="csv", path=str(path.resolve()), features=cols,
             label=chosen_label if labels else None, delimiter=delimiter,
@@ -60,12 +85,24 @@ def source_for_file(
 
 
 def read_input(
-    file: str | Path, config: ExperimentConfig | None, *, labels: bool, **options: Any
-) -> Arrays:
-    """Features (and labels when ``labels``) from a csv/npz file given on the command line."""
+    file: str | Path, config: ExperimentConfig | None, *, labels: bool,
+    class_names: list[str] | None = None, **options: Any,
+) -> Any:
+    """Features (and labels when ``labels``) from a file or folder given on the command line.
+
+    Returns Arrays or a Stream; ``class_names`` (the run's) keep string labels' ids as
+    in training.
+    """
     spec = source_for_file(file, config, labels=labels, **options)
+    if isinstance(spec, ImageDirSource) and Path(spec.path).is_file():
+        from kexp.data.sources.image_dir import single_image
+
+        try:
+            return single_image(Path(spec.path), spec)
+        except ConfigError as exc:
+            raise UserError(f"{Path(file).name}: {exc.issues[0].message}") from None
     try:
-        return load_source(spec, ("input",))
+        return load_source(spec, ("input",), SourceContext(class_names=class_names))
     except ConfigError as exc:
         # the "key path" of a command-line file is the option that named it
         raise UserError(

@@ -116,7 +116,10 @@ class Manifest:
         self.save()
 
     def record_data_files(self, files: list[str]) -> None:
-        self.update(data_files={f: file_sha256(f) for f in files})
+        """Fingerprint each data file or directory (kexp.data.fingerprint) the run read."""
+        from kexp.data.fingerprint import fingerprint
+
+        self.update(data_files={f: fingerprint(f) for f in files})
 
     def finish(self, status: str, error: BaseException | None = None, **fields: Any) -> None:
         """Record the final status (completed / failed / interrupted) and end time."""

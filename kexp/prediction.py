@@ -30,6 +30,10 @@ def _activation(model: Any, output_index: int) -> str | None:
         layer = tensor._keras_history.operation
     except (AttributeError, IndexError):
         return None
+    if getattr(layer, "outputs", None) and layer is not model:
+        # a model nested in a wrapper (data.preprocessing in front of the config's model):
+        # the activation is that of the inner model's matching output
+        return _activation(layer, min(output_index, len(layer.outputs) - 1))
     activation = getattr(layer, "activation", None)
     if activation is not None:
         return getattr(activation, "__name__", None)
@@ -83,15 +87,22 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Predict for every example in ``input``; write csv or npz to ``output`` when given."""
     found = resolve_target(target)
-    arrays = read_input(input, found.config, labels=False, x=x, features=features)
-    model = load_model(found.model_file)
     manifest = found.manifest()
     class_names = manifest.data.get("class_names") if manifest else None
+    arrays = read_input(input, found.config, labels=False, class_names=class_names,
+                        x=x, features=features)
+    model = load_model(found.model_file, safe_mode=found.safe_mode)
+    from kexp.data.pipeline import make_dataset
+
     try:
-        predictions = model.predict(arrays.x, batch_size=batch_size, verbose=0)
+        # through tf.data, like training: string columns, folders and TFRecords included
+        feed = make_dataset(arrays, batch_size, training=False, seed=0, cache=False)
+        predictions = model.predict(feed, verbose=0)
     except (ValueError, TypeError) as exc:
         raise UserError(f"the model cannot take the input {input}: {str(exc).splitlines()[0]}") from None
     columns = prediction_columns(model, predictions, class_names)
+    if arrays.names is not None:  # which file each prediction is for
+        columns = {"file": np.asarray(arrays.names, dtype=object), **columns}
     if output is not None:
         write_predictions(columns, Path(output))
     return columns

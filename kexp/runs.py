@@ -13,7 +13,7 @@ from typing import Any
 
 from kexp.config.loader import LoadedConfig, load_config
 from kexp.errors import UserError
-from kexp.manifest import FILENAME as MANIFEST, Manifest, file_sha256
+from kexp.manifest import FILENAME as MANIFEST, Manifest
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -74,13 +74,15 @@ def load_model(path: Path) -> Any:
 
 
 def changed_data_files(manifest: Manifest | None) -> list[str]:
-    """Data files whose content differs from what the run read (or that are gone)."""
+    """Data files or directories whose content differs from what the run read (or gone)."""
+    from kexp.data.fingerprint import fingerprint
+
     if manifest is None:
         return []
     changed = []
     for file, digest in (manifest.data.get("data_files") or {}).items():
         try:
-            if file_sha256(file) != digest:
+            if fingerprint(file) != digest:
                 changed.append(f"{file} (content changed)")
         except OSError:
             changed.append(f"{file} (missing)")

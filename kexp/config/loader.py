@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kexp.config.schema import CsvSource, ExperimentConfig, NpySource, NpzSource
+from kexp.config.schema import ExperimentConfig
+from kexp.config.schema.data import SourceBase
 from kexp.config.validation import issues_from
 from kexp.config.yaml_io import SourceMap, load_file, load_text
 from kexp.errors import ConfigError
@@ -84,10 +85,6 @@ def _absolute_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     updates: dict[str, Any] = {}
     for split in ("train", "validation", "test"):
         source = getattr(config.data, split)
-        if isinstance(source, (NpzSource, CsvSource)):
-            updates[split] = source.model_copy(update={"path": _absolute(base, source.path)})
-        elif isinstance(source, NpySource):
-            updates[split] = source.model_copy(
-                update={"x": _absolute(base, source.x), "y": _absolute(base, source.y)}
-            )
+        if isinstance(source, SourceBase):  # each source knows which of its fields are paths
+            updates[split] = source.with_absolute_paths(base)
     return config.model_copy(update={"data": config.data.model_copy(update=updates)})

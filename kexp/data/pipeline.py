@@ -1,51 +1,140 @@
 """The tf.data input pipeline shared by every source.
 
-    dataset = make_dataset(arrays, batch_size=64, training=True, seed=42)
+    dataset = make_dataset(split, batch_size=64, training=True, seed=42)
 
-Training data is shuffled (seeded, reshuffled each epoch), batched with the global batch size,
-cached and prefetched with AUTOTUNE. Evaluation data is only batched and prefetched, in order.
+One order for all sources: the source's unbatched examples (decoded in a parallel map by the
+source, in a stable order), ``cache`` (in memory, or a file in the run directory) so decoding
+happens once, ``shuffle`` (seeded, reshuffled each epoch; training only), ``batch`` with the
+global batch size (Keras splits it over replicas), ``prefetch`` with AUTOTUNE. Evaluation data
+is only batched and prefetched, in order. Examples already in memory (Arrays) are not cached
+again: they are in memory.
+
+Under a multi-worker strategy tf.data shards the input with the chosen auto-shard policy:
+``data`` (the default) is right for every source, since each worker reads everything and
+keeps its share of each batch; ``file`` (each worker reads its own files) is offered for
+TFRecords with many files and no fraction split. The policy used is recorded in the run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kexp.data.arrays import Arrays
+from kexp.errors import ConfigError
 from kexp.tf import tf
+
+#: Largest default shuffle buffer for streamed sources (in-memory ones shuffle whole).
+STREAM_SHUFFLE_BUFFER = 10_000
+
+_POLICIES = {
+    "data": "DATA",
+    "file": "FILE",
+    "off": "OFF",
+}
+
+
+@dataclass(frozen=True)
+class PipelineChoice:
+    """What the pipeline of one split does, as recorded in the manifest."""
+
+    cache: str
+    shuffle_buffer: int | None
+    shard_policy: str
+
+    def record(self) -> dict[str, Any]:
+        return {"cache": self.cache, "shuffle_buffer": self.shuffle_buffer,
+                "shard_policy": self.shard_policy}
+
+
+def choose(
+    examples: Any, *, training: bool, shuffle: bool, shuffle_buffer: int | None,
+    cache: bool | str, cache_file: Path | None, shard_policy: str,
+) -> PipelineChoice:
+    """Resolve the ``auto``/default options for one split."""
+    in_memory = isinstance(examples, Arrays)
+    if in_memory or cache is False:
+        cached = "none (examples already in memory)" if in_memory and cache else "none"
+    elif cache == "file" and cache_file is not None:
+        cached = f"file: {cache_file}"
+    else:
+        cached = "memory"
+    buffer = None
+    if training and shuffle:
+        default = len(examples) if in_memory else min(len(examples), STREAM_SHUFFLE_BUFFER)
+        buffer = shuffle_buffer or default
+    policy = "data" if shard_policy == "auto" else shard_policy
+    if policy == "file":
+        files = getattr(examples, "source_files", 1)
+        if in_memory or files < 2 or getattr(examples, "selection", None) is not None:
+            raise ConfigError.single(
+                ("data", "shard_policy"),
+                "'file' needs a source read by tf.data from several files and no fraction "
+                f"split of it (this split is {'in memory' if in_memory else f'{files} file(s)'}"
+                "); use 'data' or 'auto'",
+            )
+    return PipelineChoice(cached, buffer, policy)
 
 
 def make_dataset(
-    arrays: Arrays,
+    examples: Any,
     batch_size: int,
     *,
     training: bool,
     seed: int,
     shuffle: bool = True,
     shuffle_buffer: int | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
+    cache_file: Path | None = None,
     prefetch: bool = True,
     drop_remainder: bool = False,
+    shard_policy: str = "auto",
 ) -> Any:
     """A batched ``tf.data.Dataset`` of ``(x, y)`` (or ``x`` alone when there are no labels)."""
-    elements = arrays.x if arrays.y is None else (arrays.x, arrays.y)
-    dataset = tf.data.Dataset.from_tensor_slices(elements)
-    if cache:
+    choice = choose(
+        examples, training=training, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
+        cache=cache, cache_file=cache_file, shard_policy=shard_policy,
+    )
+    dataset = examples.dataset()
+    if choice.cache.startswith("file"):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        dataset = dataset.cache(str(cache_file))
+    elif choice.cache == "memory":
         dataset = dataset.cache()
-    if training and shuffle:
-        dataset = dataset.shuffle(
-            shuffle_buffer or len(arrays), seed=seed, reshuffle_each_iteration=True
-        )
+    if choice.shuffle_buffer:
+        dataset = dataset.shuffle(choice.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder and training)
     if prefetch:
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    # Examples live in memory, not in files: shard by data under a multi-worker strategy.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = getattr(
+        tf.data.experimental.AutoShardPolicy, _POLICIES[choice.shard_policy]
+    )
     options.deterministic = True
     return dataset.with_options(options)
 
 
-def steps(arrays: Arrays, batch_size: int, drop_remainder: bool = False) -> int:
-    """Batches per epoch over ``arrays``."""
-    n = len(arrays)
+def steps(examples: Any, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches per epoch over ``examples``."""
+    n = len(examples)
     return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
+def pipeline_record(splits: Any, data: Any) -> dict[str, Any]:
+    """What the pipeline does for each split (cache, shuffle buffer, shard policy).
+
+    Raises ConfigError for a choice that does not fit the data (call it before writing).
+    """
+    out: dict[str, Any] = {"batch_size": data.batch_size, "prefetch": "AUTOTUNE" if data.prefetch
+                           else None, "drop_remainder": data.drop_remainder}
+    for name in ("train", "validation", "test"):
+        examples = getattr(splits, name)
+        if examples is not None:
+            choice = choose(
+                examples, training=name == "train", shuffle=data.shuffle,
+                shuffle_buffer=data.shuffle_buffer, cache=data.cache,
+                cache_file=Path("cache") / name, shard_policy=data.shard_policy,
+            )
+            out[name] = choice.record()
+    return out

@@ -2,7 +2,12 @@
 
 A fraction split is a permutation of the training examples drawn from the run's seed, so the
 same config and seed always give the same split; the indices are saved in the run directory
-(``splits.npz``) so that ``kexp evaluate`` uses exactly the examples the run held out.
+(``splits.npz``) so that ``kexp evaluate`` uses exactly the examples the run held out. The same
+holds for sources that tf.data streams (:class:`~kexp.data.stream.Stream`): the indices are
+positions in the source's stable order.
+
+Validation and test sources are read with the training split's class names, so a label id
+means the same class in every split.
 """
 
 from __future__ import annotations
@@ -15,17 +20,26 @@ import numpy as np
 
 from kexp.config.schema import DataSection, SplitSpec
 from kexp.data.arrays import Arrays
-from kexp.data.sources import load_source
+from kexp.data.sources import SourceContext, load_source
+from kexp.errors import ConfigError
+
+#: A split's examples: in memory (Arrays) or read by tf.data (kexp.data.stream.Stream).
+Examples = Any
 
 
 @dataclass
 class Splits:
     """The examples of each split, the files read, and how fraction splits were made."""
 
-    train: Arrays
-    validation: Arrays | None = None
-    test: Arrays | None = None
+    train: Examples
+    validation: Examples | None = None
+    test: Examples | None = None
     indices: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the label ids, from the training source (None when it names none)."""
+        return self.train.class_names
 
     @property
     def files(self) -> list[str]:
@@ -45,6 +59,7 @@ class Splits:
                 out[name] = {
                     "examples": len(arrays),
                     "from": "fraction of train" if name in self.indices else "source",
+                    "read": "in memory" if isinstance(arrays, Arrays) else "tf.data stream",
                 }
         return out
 
@@ -82,6 +97,7 @@ def load_splits(
     ``saved_indices`` (from a run's ``splits.npz``) replaces re-drawing fraction splits.
     """
     full_train = load_source(data.train, ("data", "train"))
+    context = SourceContext(class_names=full_train.class_names)
     fractions = {
         name: spec.split
         for name in ("validation", "test")
@@ -92,6 +108,7 @@ def load_splits(
         indices = dict(saved_indices) if saved_indices else fraction_indices(
             len(full_train), fractions, seed
         )
+        _check_saved(indices, len(full_train))
     splits = Splits(
         train=full_train.take(indices["train"]) if indices else full_train, indices=indices
     )
@@ -102,5 +119,16 @@ def load_splits(
         if isinstance(spec, SplitSpec):
             setattr(splits, name, full_train.take(indices[name]))
         else:
-            setattr(splits, name, load_source(spec, ("data", name)))
+            setattr(splits, name, load_source(spec, ("data", name), context))
     return splits
+
+
+def _check_saved(indices: dict[str, np.ndarray], n: int) -> None:
+    """Saved split indices must still fit the training source (it may have changed since)."""
+    top = max((int(v.max()) for v in indices.values() if v.size), default=-1)
+    if top >= n:
+        raise ConfigError.single(
+            ("data", "train"),
+            f"the run's saved splits (splits.npz) index example {top}, but the training "
+            f"source now has {n} examples: the data changed since the run",
+        )

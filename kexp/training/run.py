@@ -28,7 +28,8 @@ from kexp.config import LoadedConfig, load_config
 from kexp.config.schema import ExperimentConfig
 from kexp.config.yaml_io import dump
 from kexp.data.arrays import Arrays
-from kexp.data.pipeline import make_dataset, steps
+from kexp.data.pipeline import make_dataset, pipeline_record, steps
+from kexp.data.preprocessing import attach_preprocessing
 from kexp.data.splits import Splits, load_splits
 from kexp.display import RichProgress, console as progress_console, metrics_table
 from kexp.environment import collect
@@ -98,20 +99,20 @@ def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> Non
     """Run a handful of real examples through the model and the loss before training.
 
     A mismatch found here gets a message in the user's terms; found inside ``fit`` it would
-    be a long TensorFlow stack trace.
+    be a long TensorFlow stack trace. ``arrays`` is a split in memory or streamed
+    (kexp.data.stream.Stream): both give their first examples with ``head``.
     """
-    x = _head(arrays.x, 8)
+    x, y = arrays.head(8)
     try:
         y_pred = model(x, training=False)
     except Exception as exc:
         raise ConfigError.single(
             ("data", "train", "x"),
-            f"features of shape {_shapes(arrays.x)} (per example) do not fit the model input "
+            f"features of shape {_shapes(x)} (per example) do not fit the model input "
             f"{_model_inputs(model)}: {_first_line(exc)}",
         ) from exc
-    if arrays.y is None:
+    if y is None:
         raise ConfigError.single(("data", "train", "y"), "training data needs labels")
-    y = _head(arrays.y, 8)
     _check_sparse_range(model, arrays, config)
     try:
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
@@ -120,7 +121,7 @@ def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> Non
     except Exception as exc:
         raise ConfigError.single(
             ("compile", "loss"),
-            f"labels of shape {_shapes(arrays.y)} (per example) do not fit this loss with the "
+            f"labels of shape {_shapes(y)} (per example) do not fit this loss with the "
             f"model's output of shape {_shapes(_np(y_pred))}: {_first_line(exc)}",
         ) from exc
 
@@ -144,19 +145,20 @@ def _check_sparse_range(model: Any, arrays: Arrays, config: ExperimentConfig) ->
     if not (isinstance(loss, str) and "sparse_categorical" in loss.lower()):
         if not (isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)):
             return
-    if isinstance(arrays.y, dict) or len(model.outputs) != 1:
+    labels = arrays.label_range()
+    if labels is None or len(model.outputs) != 1:
         return
     classes = model.outputs[0].shape[-1]
-    y = np.asarray(arrays.y)
-    if y.size and (y.min() < 0 or y.max() >= classes):
+    low, high = labels
+    if low < 0 or high >= classes:
         raise ConfigError.single(
             ("compile", "loss"),
             f"sparse categorical labels must be in [0, {classes}) for a model with {classes} "
-            f"outputs, but the labels range from {y.min()} to {y.max()}",
+            f"outputs, but the labels range from {low:g} to {high:g}",
         )
 
 
-def _datasets(splits: Splits, config: ExperimentConfig) -> dict[str, Any]:
+def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     data = config.data
     out = {}
     for name in ("train", "validation", "test"):
@@ -170,8 +172,10 @@ def _datasets(splits: Splits, config: ExperimentConfig) -> dict[str, Any]:
                 shuffle=data.shuffle,
                 shuffle_buffer=data.shuffle_buffer,
                 cache=data.cache,
+                cache_file=run_dir / "cache" / name,
                 prefetch=data.prefetch,
                 drop_remainder=data.drop_remainder,
+                shard_policy=data.shard_policy,
             )
     return out
 
@@ -187,7 +191,10 @@ def train(
     loaded = _as_loaded(config)
     config_obj, info, model = prepare(loaded)
     splits = load_splits(config_obj.data, config_obj.seed)
+    # adapted on the training split only, then saved inside the model (kexp.data)
+    model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
     check_data_fits(model, splits.train, config_obj)
+    data_pipeline = pipeline_record(splits, config_obj.data)
 
     from kexp.training.rundir import new_run_dir
 
@@ -203,6 +210,7 @@ def train(
     try:
         manifest.record_data_files(splits.files)
         manifest.update(splits=splits.record(), strategy=info.record())
+        manifest.update(class_names=splits.class_names, data_pipeline=data_pipeline)
         splits.save_indices(run_dir / "splits.npz")
         run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say)
     except KeyboardInterrupt as exc:
@@ -218,7 +226,7 @@ def _fit_and_save(
     config: ExperimentConfig, model: Any, splits: Splits, run_dir: Path,
     manifest: Manifest, say: Console,
 ) -> Run:
-    datasets = _datasets(splits, config)
+    datasets = _datasets(splits, config, run_dir)
     callbacks, checkpoints = build_callbacks(config, run_dir)
     train_steps = config.train.steps_per_epoch or steps(
         splits.train, config.data.batch_size, config.data.drop_remainder

@@ -12,7 +12,20 @@ from pydantic import Field
 
 from kexp.config.schema.common import KerasSpec, Section, spec_parts
 from kexp.config.schema.compile import CompileSection
-from kexp.config.schema.data import CsvSource, DataSection, NpySource, NpzSource, SplitSpec
+from kexp.config.schema.data import (
+    CsvSource,
+    DataSection,
+    ImageDirSource,
+    KerasDatasetSource,
+    NpySource,
+    NpzSource,
+    PreprocessingSection,
+    PythonSource,
+    SplitSpec,
+    TextDirSource,
+    TfdsSource,
+    TfrecordSource,
+)
 from kexp.config.schema.hardware import HardwareSection
 from kexp.config.schema.model import InputSpec, ModelSection, SequentialModel
 from kexp.config.schema.training import (

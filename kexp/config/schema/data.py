@@ -1,30 +1,59 @@
 """The ``data`` section: where the train, validation and test splits come from.
 
-Each split is a *source* (``source: npz``, ``source: csv``, ...) or, for validation and test,
-a fraction of the training data (``{split: 0.15}``). Paths are relative to the config file.
+Each split is a *source* (``source: npz``, ``source: csv``, ``source: image_dir``, ...) or, for
+validation and test, a fraction of the training data (``{split: 0.15}``). Paths are relative
+to the config file. ``preprocessing`` declares Keras preprocessing layers that are adapted on
+the training split and saved inside the model.
 
     data:
       train: {source: npz, path: data/digits_train.npz, x: images, y: labels}
       validation: {split: 0.15}
       test: {source: npz, path: data/digits_test.npz, x: images, y: labels}
       batch_size: 64
+
+The reference of every source's options is ``docs/data.md``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from kexp.config.schema.common import Section
+from kexp.config.schema.common import KerasSpec, Section
 
 #: An array (or csv column list) for a single-input/-output model, or one per named input/output.
 ArrayKeys = Union[str, dict[str, str]]
 
 
-class NpzSource(Section):
+def _absolute(base: Path, value: Any) -> Any:
+    """``value`` (a path, or a dict/list of paths) made absolute against ``base``."""
+    if isinstance(value, dict):
+        return {k: _absolute(base, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolute(base, v) for v in value]
+    if value is None:
+        return None
+    return str((base / Path(value).expanduser()).resolve())
+
+
+class SourceBase(Section):
+    """What every source has in common: its ``source:`` tag and which fields are paths."""
+
+    #: Fields holding paths relative to the config file (made absolute when loading).
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+    def with_absolute_paths(self, base: Path) -> "SourceBase":
+        """A copy whose path fields are absolute, relative to ``base`` (the config's folder)."""
+        update = {f: _absolute(base, getattr(self, f)) for f in self.path_fields}
+        return self.model_copy(update=update)
+
+
+class NpzSource(SourceBase):
     """Arrays stored under keys of one ``.npz`` file (``numpy.savez``)."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
     source: Literal["npz"]
     path: str = Field(description="The .npz file, relative to the config file.")
     x: ArrayKeys = Field("x", description="Key of the features, or {input name: key}.")
@@ -32,18 +61,23 @@ class NpzSource(Section):
     mmap: bool = Field(True, description="Memory-map arrays where the file allows it.")
 
 
-class NpySource(Section):
+class NpySource(SourceBase):
     """Features and labels each in their own ``.npy`` file."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("x", "y")
     source: Literal["npy"]
     x: ArrayKeys = Field(description="The features .npy file, or {input name: file}.")
     y: Optional[ArrayKeys] = Field(None, description="The labels .npy file, or {output: file}.")
     mmap: bool = Field(True, description="Memory-map the arrays (numpy mmap_mode='r').")
 
 
-class CsvSource(Section):
-    """A table with a header row: feature columns and label column(s) chosen by name."""
+ColumnType = Literal["numeric", "string", "integer"]
 
+
+class CsvSource(SourceBase):
+    """A table: feature and label columns chosen by name, each of a declared type."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
     source: Literal["csv"]
     path: str = Field(description="The .csv file, relative to the config file.")
     label: Optional[Union[str, list[str]]] = Field(
@@ -52,16 +86,181 @@ class CsvSource(Section):
     features: Optional[list[str]] = Field(
         None, description="Feature columns; default: every column except the label(s)."
     )
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    dtype: Literal["float32", "float64", "int32", "int64"] = Field(
-        "float32", description="dtype of the feature matrix."
+    column_types: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="Type of a column: numeric (default), string (categories, text) or "
+        "integer (ids). Any string/integer feature makes the features a dict keyed by column.",
     )
+    header: bool = Field(True, description="The first line holds the column names.")
+    column_names: Optional[list[str]] = Field(
+        None, description="Column names for a file without a header row (header: false)."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    na_values: list[str] = Field(
+        default_factory=lambda: ["", "NA"], description="Cell values that mean 'missing'."
+    )
+    fill: dict[str, Union[float, int, str]] = Field(
+        default_factory=dict,
+        description="Value for missing cells, per column; a missing cell in any other column "
+        "is an error.",
+    )
+    dtype: Literal["float32", "float64", "int32", "int64"] = Field(
+        "float32", description="dtype of the feature matrix (all-numeric features)."
+    )
+    stream: Optional[bool] = Field(
+        None,
+        description="Read with tf.data instead of loading whole; default: only files larger "
+        "than an eighth of the machine's memory (at most 1 GiB).",
+    )
+
+    @model_validator(mode="after")
+    def _names_when_no_header(self) -> "CsvSource":
+        if not self.header and not self.column_names:
+            raise ValueError("a csv without a header row (header: false) needs column_names")
+        return self
+
+
+class ImageDirSource(SourceBase):
+    """One folder per class of images, read as ``keras.utils.image_dataset_from_directory``."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    source: Literal["image_dir"]
+    path: str = Field(description="The folder holding one sub-folder per class.")
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
+        (256, 256), description="[height, width] every image is resized to when read."
+    )
+    color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
+    labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
+    label_mode: Literal["int", "categorical", "binary"] = "int"
+    class_names: Optional[list[str]] = Field(
+        None, description="Class order; default: sub-folder names in alphanumeric order."
+    )
+    interpolation: Literal[
+        "bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic"
+    ] = "bilinear"
+    crop_to_aspect_ratio: bool = False
+    pad_to_aspect_ratio: bool = False
+    follow_links: bool = False
+
+
+class TextDirSource(SourceBase):
+    """One folder per class of ``.txt`` files, read as ``keras.utils.text_dataset_from_directory``."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    source: Literal["text_dir"]
+    path: str = Field(description="The folder holding one sub-folder per class.")
+    labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
+    label_mode: Literal["int", "categorical", "binary"] = "int"
+    class_names: Optional[list[str]] = None
+    max_length: Optional[int] = Field(None, gt=0, description="Truncate texts to this many characters.")
+    follow_links: bool = False
+
+
+class TfrecordFeature(Section):
+    """One feature of a ``tf.train.Example`` (``tf.io.FixedLenFeature``)."""
+
+    dtype: Literal["float32", "int64", "string"] = "float32"
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Shape per example; [] for a scalar."
+    )
+    default: Optional[Union[float, int, str, list[Any]]] = Field(
+        None, description="Value when a record lacks this feature (default: it is an error)."
+    )
+    decode: Literal["none", "image"] = Field(
+        "none", description="image: the bytes are a PNG/JPEG/GIF/BMP image to decode."
+    )
+    channels: int = Field(0, ge=0, le=4, description="Channels of a decoded image (0: as stored).")
+
+
+class TfrecordSource(SourceBase):
+    """``tf.train.Example`` records in TFRecord files, parsed with a feature spec."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("files",)
+    source: Literal["tfrecord"]
+    files: Union[str, list[str]] = Field(description="A file, a glob, or a list of them.")
+    compression: Literal["none", "gzip", "zlib"] = "none"
+    features: dict[str, TfrecordFeature] = Field(
+        min_length=1, description="Every feature to parse, by name."
+    )
+    x: ArrayKeys = Field(description="Feature(s) given to the model, or {input name: feature}.")
+    y: Optional[ArrayKeys] = Field(None, description="Label feature, or {output name: feature}.")
+
+    @model_validator(mode="after")
+    def _keys_declared(self) -> "TfrecordSource":
+        for role in ("x", "y"):
+            keys = getattr(self, role)
+            names = [] if keys is None else list(keys.values()) if isinstance(keys, dict) else [keys]
+            missing = [n for n in names if n not in self.features]
+            if missing:
+                raise ValueError(
+                    f"{role} names {', '.join(map(repr, missing))}, which features does not "
+                    f"declare (it has: {', '.join(self.features)})"
+                )
+        return self
+
+
+#: The loaders of ``keras.datasets`` that kexp knows the cache layout of.
+KERAS_DATASETS = (
+    "mnist", "fashion_mnist", "cifar10", "cifar100", "imdb", "reuters",
+    "boston_housing", "california_housing",
+)
+
+
+class KerasDatasetSource(SourceBase):
+    """A ``keras.datasets`` loader; its files come from (or go to) the user's Keras cache."""
+
+    source: Literal["keras"]
+    name: Literal[KERAS_DATASETS]  # type: ignore[valid-type]
+    part: Literal["train", "test"] = Field(
+        "train", description="Which half of load_data(): (x_train, y_train) or (x_test, y_test)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of load_data (num_words, ...)."
+    )
+    sequence_length: int = Field(
+        200, gt=0, description="imdb/reuters: pad or truncate word-id sequences to this length."
+    )
+
+
+class TfdsSource(SourceBase):
+    """A TensorFlow Datasets dataset (needs the optional ``tensorflow-datasets`` package)."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("data_dir",)
+    source: Literal["tfds"]
+    name: str = Field(min_length=1, description="Dataset name, e.g. mnist or mnist:3.0.1.")
+    split: str = Field("train", min_length=1, description="TFDS split, e.g. train or train[:80%].")
+    data_dir: Optional[str] = Field(None, description="TFDS data folder (default: ~/tensorflow_datasets).")
+    x: Optional[ArrayKeys] = Field(None, description="Feature key(s); default: supervised keys.")
+    y: Optional[ArrayKeys] = Field(None, description="Label key(s); default: supervised keys.")
+    download: bool = Field(False, description="Download when not prepared (needs network).")
+
+
+class PythonSource(SourceBase):
+    """Examples returned by a function the config names (runs only because it is named)."""
+
+    source: Literal["python"]
+    function: str = Field(
+        pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:function or path/to/file.py:function; returns (x, y), x, a dict "
+        "with x and y, or a tf.data.Dataset of unbatched examples.",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
+
+    def with_absolute_paths(self, base: Path) -> "PythonSource":
+        module, _, name = self.function.rpartition(":")
+        if module.endswith(".py"):
+            return self.model_copy(update={"function": f"{_absolute(base, module)}:{name}"})
+        return self
 
 
 class SplitSpec(Section):
     """A fraction of the training source, taken out before training (seeded, recorded)."""
 
     split: float = Field(gt=0.0, lt=1.0, description="Fraction of the training examples.")
+
+
+#: Names of the source kinds, for "did you mean" on ``source:``.
+SOURCE_KINDS = ("npz", "npy", "csv", "image_dir", "text_dir", "tfrecord", "keras", "tfds", "python")
 
 
 def _source_tag(value: Any) -> Optional[str]:
@@ -74,30 +273,48 @@ def _source_tag(value: Any) -> Optional[str]:
 
 _SOURCE_ERROR = {
     "custom_error_type": "unknown_source",
-    "custom_error_message": "needs 'source:' set to one of npz, npy, csv (or {split: fraction})",
+    "custom_error_message": (
+        f"needs 'source:' set to one of {', '.join(SOURCE_KINDS)} (or {{split: fraction}})"
+    ),
 }
 
-Source = Annotated[
-    Union[
-        Annotated[NpzSource, Tag("npz")],
-        Annotated[NpySource, Tag("npy")],
-        Annotated[CsvSource, Tag("csv")],
-    ],
-    Discriminator(_source_tag, **_SOURCE_ERROR),
-]
+_TAGGED = (
+    Annotated[NpzSource, Tag("npz")],
+    Annotated[NpySource, Tag("npy")],
+    Annotated[CsvSource, Tag("csv")],
+    Annotated[ImageDirSource, Tag("image_dir")],
+    Annotated[TextDirSource, Tag("text_dir")],
+    Annotated[TfrecordSource, Tag("tfrecord")],
+    Annotated[KerasDatasetSource, Tag("keras")],
+    Annotated[TfdsSource, Tag("tfds")],
+    Annotated[PythonSource, Tag("python")],
+)
 
+Source = Annotated[Union[_TAGGED], Discriminator(_source_tag, **_SOURCE_ERROR)]
 SourceOrSplit = Annotated[
-    Union[
-        Annotated[NpzSource, Tag("npz")],
-        Annotated[NpySource, Tag("npy")],
-        Annotated[CsvSource, Tag("csv")],
-        Annotated[SplitSpec, Tag("split")],
-    ],
+    Union[(*_TAGGED, Annotated[SplitSpec, Tag("split")])],
     Discriminator(_source_tag, **_SOURCE_ERROR),
 ]
 
-#: Names of the source kinds, for "did you mean" on ``source:``.
-SOURCE_KINDS = ("npz", "npy", "csv")
+
+class PreprocessingSection(Section):
+    """Keras preprocessing layers put in front of the model, adapted on the training split.
+
+    ``columns`` encodes the features of a dict (csv columns, named arrays) one by one and
+    concatenates them into one vector (or keeps them apart for a multi-input model);
+    ``layers`` then apply to the features; ``augmentation`` layers come last and, being
+    Keras augmentation layers, only act in training. All of them are saved in the model.
+    """
+
+    columns: dict[str, list[KerasSpec]] = Field(
+        default_factory=dict, description="Layers per feature column, e.g. {city: [StringLookup: {output_mode: one_hot}]}."
+    )
+    layers: list[KerasSpec] = Field(
+        default_factory=list, description="Layers applied to the (combined) features."
+    )
+    augmentation: list[KerasSpec] = Field(
+        default_factory=list, description="Random augmentation layers (active in training only)."
+    )
 
 
 class DataSection(Section):
@@ -106,14 +323,23 @@ class DataSection(Section):
     train: Source
     validation: Optional[SourceOrSplit] = None
     test: Optional[SourceOrSplit] = None
+    preprocessing: Optional[PreprocessingSection] = None
     batch_size: int = Field(32, gt=0, description="The GLOBAL batch size, split over replicas.")
     shuffle: bool = Field(True, description="Shuffle training examples each epoch (seeded).")
     shuffle_buffer: Optional[int] = Field(
-        None, gt=0, description="Shuffle buffer size; default: the whole training split."
+        None, gt=0,
+        description="Shuffle buffer size; default: the whole training split (at most 10,000 "
+        "for sources read by tf.data).",
     )
-    cache: bool = Field(True, description="Cache decoded examples in memory after epoch 1.")
+    cache: Union[bool, Literal["memory", "file"]] = Field(
+        True, description="Cache decoded examples after epoch 1: true/memory, file (in the run "
+        "directory) or false.",
+    )
     prefetch: bool = Field(True, description="Prefetch batches with tf.data AUTOTUNE.")
     drop_remainder: bool = Field(False, description="Drop the last partial batch.")
+    shard_policy: Literal["auto", "data", "file", "off"] = Field(
+        "auto", description="tf.data auto-shard policy under a multi-worker strategy; auto: data."
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSection":

@@ -1,22 +1,46 @@
-"""Data sources: each reads one kind of file into :class:`~kexp.data.arrays.Arrays`."""
+"""Data sources: one module per ``source:`` kind.
+
+A source reads what its spec declares into :class:`~kexp.data.arrays.Arrays` (examples in
+memory or memory-mapped) or a :class:`~kexp.data.stream.Stream` (examples tf.data reads from
+files). Modules are imported only when their kind is used: reading an npz never loads the
+image or TFRecord code, and npz/csv never import TensorFlow.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+from dataclasses import dataclass
+from typing import Any
 
-from kexp.config.schema import CsvSource, NpySource, NpzSource
-from kexp.data.arrays import Arrays
-from kexp.data.sources.csv import load_csv
-from kexp.data.sources.npz import load_npy, load_npz
 from kexp.errors import KeyPath
 
-LOADERS: dict[type, Callable[[Any, KeyPath], Arrays]] = {
-    NpzSource: load_npz,
-    NpySource: load_npy,
-    CsvSource: load_csv,
+#: ``source:`` tag -> "module:function" that reads it.
+LOADERS: dict[str, str] = {
+    "npz": "kexp.data.sources.npz:load_npz",
+    "npy": "kexp.data.sources.npz:load_npy",
+    "csv": "kexp.data.sources.csv:load_csv",
+    "image_dir": "kexp.data.sources.image_dir:load_image_dir",
+    "text_dir": "kexp.data.sources.text_dir:load_text_dir",
+    "tfrecord": "kexp.data.sources.tfrecord:load_tfrecord",
+    "keras": "kexp.data.sources.keras_datasets:load_keras_dataset",
+    "tfds": "kexp.data.sources.tfds:load_tfds",
+    "python": "kexp.data.sources.python:load_python",
 }
 
 
-def load_source(spec: Any, path: KeyPath) -> Arrays:
-    """Read the examples a source spec declares."""
-    return LOADERS[type(spec)](spec, path)
+@dataclass(frozen=True)
+class SourceContext:
+    """What reading a validation or test source takes from the training source.
+
+    ``class_names`` keeps label ids the same across splits: a test folder of images or a
+    test csv with string labels is labelled with the training split's class order.
+    """
+
+    class_names: list[str] | None = None
+
+
+def load_source(spec: Any, path: KeyPath, context: SourceContext | None = None) -> Any:
+    """Read the examples a source spec declares (Arrays or Stream)."""
+    module, _, name = LOADERS[spec.source].partition(":")
+    loader = getattr(importlib.import_module(module), name)
+    return loader(spec, path, context or SourceContext())

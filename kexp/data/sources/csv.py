@@ -1,13 +1,28 @@
-"""``source: csv``: a table with a header row; feature and label columns chosen by name.
+"""``source: csv``: a table; feature and label columns chosen by name, each of a declared type.
 
-    train: {source: csv, path: data/iris_train.csv, label: species_id,
-            features: [sepal_length, sepal_width, petal_length, petal_width]}
+    train: {source: csv, path: data/penguins_train.csv, label: species,
+            column_types: {island: string, sex: string}, fill: {sex: unknown}}
+
+Column types are ``numeric`` (the default), ``string`` (categories, free text) and ``integer``
+(ids). When every feature is numeric the features are one matrix (as a model with one input
+of shape ``[n_features]`` expects); otherwise they are a dict keyed by column name, each of
+shape ``(1,)``, to be encoded by ``data.preprocessing.columns`` (StringLookup, ...). A string
+label column is turned into class ids in the sorted order of the training file's values, and
+the names are recorded in the run so ``kexp predict`` reports them.
+
+A cell listed in ``na_values`` is missing: it takes the column's ``fill`` value, or is an
+error naming the line and column. Files too large for memory are streamed with tf.data (see
+:mod:`kexp.data.sources.csv_stream`) after one validating pass; both readings give the same
+values.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -15,74 +30,252 @@ from kexp.config.schema import CsvSource
 from kexp.data.arrays import Arrays
 from kexp.errors import ConfigError, KeyPath, nearest
 
+#: Largest file loaded whole when ``stream`` is not set; RAM/8 when that is smaller.
+STREAM_ABOVE_BYTES = 1 << 30
 
-def read_table(path: Path, delimiter: str, at: KeyPath) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a csv file; a missing file or ragged row is a config error."""
+
+@dataclass
+class Plan:
+    """Which columns a csv source reads, where they are in each row, and as what."""
+
+    spec: CsvSource
+    at: KeyPath
+    file: Path
+    columns: list[str]
+    features: list[str]
+    labels: list[str]
+    types: dict[str, str] = field(default_factory=dict)
+
+    def index(self, name: str) -> int:
+        return self.columns.index(name)
+
+    @property
+    def dict_features(self) -> bool:
+        """Features of mixed types are kept apart, keyed by column name."""
+        return any(self.types[c] != "numeric" for c in self.features)
+
+    @property
+    def string_label(self) -> bool:
+        return len(self.labels) == 1 and self.types[self.labels[0]] == "string"
+
+
+def _rows(handle: Any, spec: CsvSource) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, cells)`` of each data row; the header (if any) is skipped."""
+    reader = csv.reader(handle, delimiter=spec.delimiter)
+    if spec.header:
+        next(reader, None)
+    for row in reader:
+        if row:
+            yield reader.line_num, row
+
+
+def read_header(path: Path, delimiter: str, at: KeyPath) -> list[str]:
+    """The column names of a csv file's header row (a missing or empty file is an error)."""
     if not path.is_file():
         raise ConfigError.single(at + ("path",), f"file not found: {path}")
     with path.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle, delimiter=delimiter), None)
+    if not header:
+        raise ConfigError.single(at + ("path",), f"{path.name} is empty (no header row)")
+    return [h.strip() for h in header]
+
+
+def read_table(path: Path, delimiter: str, at: KeyPath) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a small csv file (used for files named on the command line)."""
+    header = read_header(path, delimiter, at)
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if not header:
-            raise ConfigError.single(at + ("path",), f"{path.name} is empty (no header row)")
-        header = [h.strip() for h in header]
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ConfigError.single(
-                    at + ("path",),
-                    f"{path.name} line {line} has {len(row)} fields, the header has {len(header)}",
-                )
-            rows.append(row)
+        next(reader, None)
+        rows = [row for row in reader if row]
     return header, rows
 
 
-def columns_matrix(
-    header: list[str], rows: list[list[str]], names: list[str], dtype: str,
-    at: KeyPath, file: Path,
-) -> np.ndarray:
-    """The named columns as a numeric matrix; unknown columns and non-numbers are config errors."""
-    index = []
-    for i, name in enumerate(names):
-        if name not in header:
-            raise ConfigError.single(
-                at + (i,) if len(at) and at[-1] == "features" else at,
-                f"no column '{name}' in {file.name} (columns: {', '.join(header)})",
-                suggestion=nearest(name, header),
-            )
-        index.append(header.index(name))
-    out = np.empty((len(rows), len(index)), dtype=dtype)
-    for r, row in enumerate(rows):
-        for c, i in enumerate(index):
-            cell = row[i].strip()
-            try:
-                out[r, c] = float(cell)
-            except ValueError:
-                what = "empty (missing value)" if not cell else f"not a number: {cell!r}"
-                raise ConfigError.single(
-                    at, f"{file.name} line {r + 2}, column '{header[i]}' is {what}"
-                ) from None
-    return out
+def _check_name(name: str, columns: list[str], at: KeyPath, file: Path) -> None:
+    if name not in columns:
+        raise ConfigError.single(
+            at, f"no column '{name}' in {file.name} (columns: {', '.join(columns)})",
+            suggestion=nearest(name, columns),
+        )
 
 
-def load_csv(spec: CsvSource, path: KeyPath) -> Arrays:
-    """Features and label(s) from a csv file with a header row."""
+def make_plan(spec: CsvSource, at: KeyPath) -> Plan:
+    """Check every column the spec names against the file's columns."""
     file = Path(spec.path)
-    header, rows = read_table(file, spec.delimiter, path)
+    if spec.header:
+        columns = read_header(file, spec.delimiter, at)
+    elif not file.is_file():
+        raise ConfigError.single(at + ("path",), f"file not found: {file}")
+    else:
+        columns = []
+    if spec.column_names:
+        if columns and len(spec.column_names) != len(columns):
+            raise ConfigError.single(
+                at + ("column_names",),
+                f"names {len(spec.column_names)} columns, {file.name} has {len(columns)}",
+            )
+        columns = list(spec.column_names)
     labels = [spec.label] if isinstance(spec.label, str) else list(spec.label or [])
-    features = spec.features if spec.features is not None else [
-        h for h in header if h not in labels
+    for i, name in enumerate(labels):
+        _check_name(name, columns, at + (("label",) if isinstance(spec.label, str) else ("label", i)), file)
+    features = list(spec.features) if spec.features is not None else [
+        c for c in columns if c not in labels
     ]
+    for i, name in enumerate(features):
+        _check_name(name, columns, at + ("features", i), file)
     if not features:
-        raise ConfigError.single(path + ("features",), "no feature columns left")
-    x = columns_matrix(header, rows, features, spec.dtype, path + ("features",), file)
+        raise ConfigError.single(at + ("features",), "no feature columns left")
+    for key in ("column_types", "fill"):
+        for name in getattr(spec, key):
+            _check_name(name, columns, at + (key, name), file)
+    types = {c: spec.column_types.get(c, "numeric") for c in (*features, *labels)}
+    if len(labels) > 1 and any(types[c] == "string" for c in labels):
+        raise ConfigError.single(at + ("label",), "several label columns must all be numeric")
+    return Plan(spec, at, file, columns, features, labels, types)
+
+
+class CellReader:
+    """Turns the text of one cell into its value, with the rules shared by both readings."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.na = set(plan.spec.na_values)
+
+    def error(self, line: int, column: str, problem: str) -> ConfigError:
+        return ConfigError.single(
+            self.plan.at, f"{self.plan.file.name} line {line}, column '{column}' {problem}"
+        )
+
+    def value(self, cell: str, column: str, line: int) -> Any:
+        cell = cell.strip()
+        kind = self.plan.types[column]
+        if cell in self.na:
+            if column not in self.plan.spec.fill:
+                raise self.error(
+                    line, column,
+                    f"is missing ({cell!r}); declare a value for it in "
+                    f"{_key(self.plan.at + ('fill', column))} or remove the row",
+                )
+            return self.fill(column)
+        if kind == "string":
+            return cell
+        try:
+            return int(cell) if kind == "integer" else float(cell)
+        except ValueError:
+            hint = (f"; if it holds categories, declare "
+                    f"{_key(self.plan.at + ('column_types', column))}: string")
+            word = "an integer" if kind == "integer" else "a number"
+            raise self.error(line, column, f"is not {word}: {cell!r}{hint}") from None
+
+    def fill(self, column: str) -> Any:
+        value = self.plan.spec.fill[column]
+        kind = self.plan.types[column]
+        if kind == "string":
+            return str(value)
+        try:
+            return int(value) if kind == "integer" else float(value)
+        except ValueError:
+            raise ConfigError.single(
+                self.plan.at + ("fill", column), f"must be a number for a {kind} column"
+            ) from None
+
+
+def _key(path: KeyPath) -> str:
+    from kexp.errors import format_path
+
+    return format_path(path)
+
+
+def _rows_checked(plan: Plan, handle: Any) -> Iterator[tuple[int, list[str]]]:
+    width = len(plan.columns) if plan.columns else None
+    for line, row in _rows(handle, plan.spec):
+        if width is None:
+            width = len(row)
+        if len(row) != width:
+            raise ConfigError.single(
+                plan.at + ("path",),
+                f"{plan.file.name} line {line} has {len(row)} fields, expected {width}",
+            )
+        yield line, row
+
+
+def label_vocabulary(values: Any, plan: Plan, known: list[str] | None) -> list[str]:
+    """Class names of a string label: the training split's, else the sorted values seen."""
+    seen = sorted(set(values))
+    if known is None:
+        return seen
+    unknown = [v for v in seen if v not in known]
+    if unknown:
+        raise ConfigError.single(
+            plan.at + ("label",),
+            f"{plan.file.name} has label(s) {', '.join(map(repr, unknown[:5]))} that the "
+            f"training data does not have (classes: {', '.join(known)})",
+        )
+    return list(known)
+
+
+def load_csv(spec: CsvSource, path: KeyPath, context: Any = None) -> Any:
+    """Features and label(s) of a csv file: in memory, or streamed when it is large."""
+    plan = make_plan(spec, path)
+    known = context.class_names if context is not None else None
+    if _should_stream(spec, plan.file):
+        from kexp.data.sources.csv_stream import stream_csv
+
+        return stream_csv(plan, known)
+    return _load_whole(plan, known)
+
+
+def _should_stream(spec: CsvSource, file: Path) -> bool:
+    if spec.stream is not None:
+        return spec.stream
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 * STREAM_ABOVE_BYTES
+    return file.stat().st_size > min(STREAM_ABOVE_BYTES, memory // 8)
+
+
+def _load_whole(plan: Plan, known: list[str] | None) -> Arrays:
+    reader = CellReader(plan)
+    wanted = list(dict.fromkeys((*plan.features, *plan.labels)))
+    where = {c: plan.index(c) for c in wanted}
+    values: dict[str, list[Any]] = {c: [] for c in wanted}
+    with plan.file.open(newline="", encoding="utf-8") as handle:
+        for line, row in _rows_checked(plan, handle):
+            for c in wanted:
+                values[c].append(reader.value(row[where[c]], c, line))
+    if not values[wanted[0]]:
+        raise ConfigError.single(plan.at + ("path",), f"{plan.file.name} has no data rows")
+    return to_arrays(plan, values, known)
+
+
+def _column(values: list[Any], kind: str, dtype: str = "float32") -> np.ndarray:
+    if kind == "string":
+        return np.asarray(values, dtype=str)
+    if kind == "integer":
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=np.float64).astype(dtype)
+
+
+def to_arrays(plan: Plan, values: dict[str, list[Any]], known: list[str] | None) -> Arrays:
+    """The columns read, arranged as the model takes them (matrix or dict, label ids)."""
+    spec = plan.spec
+    if plan.dict_features:
+        x: Any = {
+            c: _column(values[c], plan.types[c], spec.dtype).reshape(-1, 1) for c in plan.features
+        }
+    else:
+        x = np.stack([_column(values[c], "numeric", spec.dtype) for c in plan.features], axis=1)
     y = None
-    if labels:
-        y = columns_matrix(header, rows, labels, "float32", path + ("label",), file)
-        if isinstance(spec.label, str):
-            y = y[:, 0]
-            if np.all(y == np.round(y)):
-                y = y.astype("int64")
-    return Arrays(x, y, [str(file)]).check(path)
+    class_names = None
+    if plan.string_label:
+        class_names = label_vocabulary(values[plan.labels[0]], plan, known)
+        ids = {name: i for i, name in enumerate(class_names)}
+        y = np.asarray([ids[v] for v in values[plan.labels[0]]], dtype=np.int64)
+    elif len(plan.labels) == 1:
+        kind = plan.types[plan.labels[0]]
+        y = _column(values[plan.labels[0]], kind)
+        if kind == "numeric" and np.all(y == np.round(y)):
+            y = y.astype("int64")
+    elif plan.labels:
+        y = np.stack([_column(values[c], "numeric") for c in plan.labels], axis=1)
+    return Arrays(x, y, [str(plan.file)], class_names).check(plan.at)

@@ -46,7 +46,7 @@ def _select(archive: Any, keys: Any, key_path: KeyPath, path: Path) -> Tensors:
     return get(keys, key_path)
 
 
-def load_npz(spec: NpzSource, path: KeyPath) -> Arrays:
+def load_npz(spec: NpzSource, path: KeyPath, context: Any = None) -> Arrays:
     """Features and labels from the keys ``spec.x`` / ``spec.y`` of one .npz file."""
     file = Path(spec.path)
     archive = _open_npz(file, path, spec.mmap)
@@ -65,7 +65,7 @@ def _load_npy(file: str, at: KeyPath, mmap: bool) -> np.ndarray:
         raise ConfigError.single(at, f"not a readable .npy file: {p} ({exc})") from None
 
 
-def load_npy(spec: NpySource, path: KeyPath) -> Arrays:
+def load_npy(spec: NpySource, path: KeyPath, context: Any = None) -> Arrays:
     """Features and labels each from their own .npy file (or one file per input/output)."""
 
     def load(files: Any, at: KeyPath) -> Tensors:

@@ -1,0 +1,133 @@
+"""``source: tfrecord``: ``tf.train.Example`` records, parsed with a feature spec from YAML.
+
+    train:
+      source: tfrecord
+      files: data/train-*.tfrecord.gz
+      compression: gzip
+      features:
+        image: {dtype: string, decode: image, shape: [8, 8, 1]}
+        label: {dtype: int64}
+      x: image
+      y: label
+
+Before training, the files are counted (one pass over the raw records, no parsing) and the
+first record is checked against the spec: a feature it lacks, or holds as another kind, is a
+config error at ``features.<name>``. Records are then parsed and decoded in a parallel map.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+from kexp.config.schema import TfrecordSource
+from kexp.config.schema.data import TfrecordFeature
+from kexp.data.stream import Stream
+from kexp.errors import ConfigError, KeyPath, nearest
+from kexp.tf import tf
+
+_KIND = {"float32": "float_list", "int64": "int64_list", "string": "bytes_list"}
+_COMPRESSION = {"none": "", "gzip": "GZIP", "zlib": "ZLIB"}
+
+
+def _files(spec: TfrecordSource, at: KeyPath) -> list[str]:
+    patterns = [spec.files] if isinstance(spec.files, str) else list(spec.files)
+    found: list[str] = []
+    for i, pattern in enumerate(patterns):
+        where = at + (("files",) if isinstance(spec.files, str) else ("files", i))
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else (
+            [pattern] if Path(pattern).is_file() else [])
+        if not matches:
+            raise ConfigError.single(where, f"no file matches {pattern}")
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def _parse_spec(feature: TfrecordFeature) -> Any:
+    dtype = tf.string if feature.decode == "image" else tf.as_dtype(feature.dtype)
+    shape = [] if feature.decode == "image" else list(feature.shape)
+    default = feature.default
+    if default is not None and shape and not isinstance(default, list):
+        count = 1
+        for d in shape:
+            count *= d
+        default = [default] * count
+    return tf.io.FixedLenFeature(shape, dtype, default_value=default)
+
+
+def _check_first(raw: Any, spec: TfrecordSource, at: KeyPath, files: list[str]) -> None:
+    """The first record must be an Example with every declared feature, of its kind."""
+    try:
+        first = next(iter(raw.take(1)), None)
+    except tf.errors.OpError as exc:
+        raise ConfigError.single(at + ("files",), f"cannot read {files[0]}: {exc.message}") from None
+    if first is None:
+        raise ConfigError.single(at + ("files",), "the files hold no records")
+    try:
+        example = tf.train.Example.FromString(first.numpy())
+    except Exception:  # protobuf DecodeError
+        raise ConfigError.single(
+            at + ("files",), f"the records of {files[0]} are not tf.train.Example protos"
+        ) from None
+    present = dict(example.features.feature)
+    for name, feature in spec.features.items():
+        if name not in present:
+            if feature.default is None:
+                raise ConfigError.single(
+                    at + ("features", name),
+                    f"the records have no feature '{name}' (they have: {', '.join(sorted(present))})",
+                    suggestion=nearest(name, present),
+                )
+            continue
+        kind = present[name].WhichOneof("kind")
+        wanted = "bytes_list" if feature.decode == "image" else _KIND[feature.dtype]
+        if kind != wanted:
+            have = {v: k for k, v in _KIND.items()}.get(kind, kind)
+            raise ConfigError.single(
+                at + ("features", name, "dtype"),
+                f"feature '{name}' is stored as {have}, not {feature.dtype}",
+            )
+
+
+def load_tfrecord(spec: TfrecordSource, path: KeyPath, context: Any = None) -> Stream:
+    """A :class:`Stream` of parsed examples from the TFRecord files of ``spec``."""
+    files = _files(spec, path)
+    compression = _COMPRESSION[spec.compression]
+
+    def records() -> Any:
+        return tf.data.TFRecordDataset(files, compression_type=compression)
+
+    raw = records()
+    _check_first(raw, spec, path, files)
+    try:
+        length = int(raw.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    except tf.errors.OpError as exc:
+        raise ConfigError.single(
+            path + ("files",), f"cannot read the records (compression: {spec.compression}?): "
+            f"{exc.message.splitlines()[0]}"
+        ) from None
+    features = {name: _parse_spec(f) for name, f in spec.features.items()}
+
+    def decode(name: str, value: Any) -> Any:
+        feature = spec.features[name]
+        if feature.decode != "image":
+            return value
+        image = tf.io.decode_image(value, channels=feature.channels, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        return tf.ensure_shape(image, feature.shape) if feature.shape else image
+
+    def pick(parsed: dict[str, Any], keys: Any) -> Any:
+        if isinstance(keys, dict):
+            return {k: decode(v, parsed[v]) for k, v in keys.items()}
+        return decode(keys, parsed[keys])
+
+    def parse(record: Any) -> Any:
+        parsed = tf.io.parse_single_example(record, features)
+        x = pick(parsed, spec.x)
+        return x if spec.y is None else (x, pick(parsed, spec.y))
+
+    def build() -> Any:
+        return records().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return Stream(build, length, spec.y is not None, list(files), source_files=len(files))

@@ -1,0 +1,90 @@
+"""Examples that tf.data reads from their files: image and text folders, TFRecords, TFDS,
+a streamed csv, a ``tf.data.Dataset`` from a user function.
+
+A :class:`Stream` never holds the examples in memory; it knows how to build the unbatched
+dataset, how many examples there are, and which positions of that (stable) order it keeps.
+A fraction split of a stream is a set of positions, drawn from the seed exactly as for
+in-memory arrays, so ``kexp evaluate`` can rebuild the same held-out examples from
+``splits.npz``. It offers the same small interface as :class:`~kexp.data.arrays.Arrays`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from kexp.tf import tf
+
+
+def _to_numpy(tensors: Any) -> Any:
+    if isinstance(tensors, dict):
+        return {k: _to_numpy(v) for k, v in tensors.items()}
+    return np.asarray(tensors)
+
+
+@dataclass
+class Stream:
+    """An unbatched ``tf.data.Dataset`` in a stable order, and the positions a split keeps."""
+
+    #: Builds the dataset of ``x`` or ``(x, y)`` elements, same order every time.
+    build: Callable[[], Any]
+    #: Number of examples the source has (before any selection).
+    length: int
+    has_labels: bool
+    files: list[str] = field(default_factory=list)
+    class_names: list[str] | None = None
+    names: list[str] | None = None
+    #: Sorted positions kept by a fraction split; None keeps every example.
+    selection: np.ndarray | None = None
+    #: How many files tf.data reads from (a file-based shard policy needs several).
+    source_files: int = 1
+
+    def __len__(self) -> int:
+        return self.length if self.selection is None else len(self.selection)
+
+    def take(self, index: np.ndarray) -> "Stream":
+        """The examples at positions ``index`` of this stream (positions of what it keeps)."""
+        index = np.asarray(index, dtype=np.int64)
+        chosen = index if self.selection is None else self.selection[index]
+        names = None if self.names is None else [self.names[i] for i in index]
+        return replace(self, selection=np.sort(chosen), names=names)
+
+    def dataset(self) -> Any:
+        """The examples, with the positions a split left out filtered away."""
+        dataset = self.build()
+        if self.selection is None:
+            return dataset
+        keep = np.zeros(self.length, dtype=bool)
+        keep[self.selection] = True
+        mask = tf.constant(keep)
+        return (
+            dataset.enumerate()
+            .filter(lambda i, element: tf.gather(mask, i))
+            .map(lambda i, element: element)
+        )
+
+    def head(self, n: int) -> tuple[Any, Any]:
+        """The first ``n`` examples as numpy ``(x, y)`` (``y`` is None without labels)."""
+        batch = next(iter(self.dataset().batch(max(1, min(n, len(self))))))
+        if self.has_labels:
+            x, y = batch
+            return _to_numpy(x), _to_numpy(y)
+        return _to_numpy(batch), None
+
+    def label_range(self) -> tuple[float, float] | None:
+        """Label ids range over the class names, when the source names its classes."""
+        if self.class_names:
+            return 0.0, float(len(self.class_names) - 1)
+        return None
+
+
+def count(dataset: Any) -> int:
+    """Number of elements of a finite dataset: its cardinality, or one pass to count."""
+    known = int(dataset.cardinality())
+    if known >= 0:
+        return known
+    if known == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError("the dataset is infinite (does it .repeat()?)")
+    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
