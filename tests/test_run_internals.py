@@ -1,0 +1,79 @@
+"""In-process checks of the run machinery: callback paths default into the run directory, a
+failing run keeps its directory marked failed, and predict on csv input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA, shipped, write_config
+from kexp.config import load_config
+
+
+def test_callback_paths_default_into_the_run_directory(tmp_path) -> None:
+    from kexp.tf import keras
+    from kexp.training.callbacks import build_callbacks
+
+    config = shipped("digits_cnn.yaml", callbacks=[
+        {"TensorBoard": {}}, {"CSVLogger": {"filename": "my_log.csv"}},
+        {"ModelCheckpoint": {}}, {"BackupAndRestore": {}},
+    ])
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    run_dir = tmp_path / "run"
+    callbacks, checkpoints = build_callbacks(loaded.config, run_dir)
+    by_type = {type(c).__name__: c for c in callbacks}
+    assert Path(by_type["TensorBoard"].log_dir) == run_dir / "logs"
+    assert Path(by_type["CSVLogger"].filename) == run_dir / "my_log.csv"
+    assert Path(by_type["ModelCheckpoint"].filepath) == run_dir / "checkpoints/model.keras"
+    assert Path(by_type["BackupAndRestore"].backup_dir) == run_dir / "backup"
+    # the user's TensorBoard and CSVLogger replace kexp's own; TerminateOnNaN is added
+    assert sum(isinstance(c, keras.callbacks.TensorBoard) for c in callbacks) == 1
+    assert sum(isinstance(c, keras.callbacks.CSVLogger) for c in callbacks) == 1
+    assert any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
+    assert checkpoints is not None and checkpoints.monitor == "val_accuracy"
+    assert checkpoints.mode == "max"
+
+
+def test_a_run_that_fails_in_training_is_kept_and_marked_failed(tmp_path, monkeypatch) -> None:
+    import kexp
+    from kexp.tf import keras
+
+    def broken_fit(self, *args, **kwargs):
+        raise RuntimeError("simulated crash in fit")
+
+    monkeypatch.setattr(keras.Model, "fit", broken_fit)
+    config = shipped("iris_mlp.yaml", train={"epochs": 1},
+                     output={"root": str(tmp_path / "experiments")})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        kexp.train(write_config(tmp_path / "c.yaml", config))
+    (run,) = (tmp_path / "experiments" / "iris-mlp").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == {"type": "RuntimeError", "message": "simulated crash in fit"}
+    assert manifest["ended_at"]
+    assert (run / "config.yaml").is_file()
+
+
+def test_train_evaluate_predict_from_python_on_csv(tmp_path) -> None:
+    import kexp
+
+    config = shipped("breast_cancer_mlp.yaml", train={"epochs": 2},
+                     output={"root": str(tmp_path / "experiments")})
+    run = kexp.train(write_config(tmp_path / "c.yaml", config))
+    assert run.status == "completed" and set(run.test_metrics) >= {"accuracy", "auc", "loss"}
+    result = kexp.evaluate(run.directory)
+    assert result["metrics"]["auc"] == pytest.approx(run.test_metrics["auc"], rel=1e-5)
+    columns = kexp.predict(run.directory, DATA / "breast_cancer_test.csv",
+                           output=tmp_path / "p.csv")
+    # the label column in the input file is left out of the features automatically
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 113 and set(rows[0]) == {"probability", "predicted_label"}
+    x = np.loadtxt(DATA / "breast_cancer_test.csv", delimiter=",", skiprows=1)[:, :-1]
+    expected = run.model.predict(x.astype("float32"), verbose=0)[:, 0]
+    np.testing.assert_allclose(columns["probability"], expected, atol=1e-5)
+    np.testing.assert_array_equal(columns["predicted_label"], (expected >= 0.5).astype(int))
