@@ -1,72 +1,146 @@
-"""Pick the accelerator and create the ``tf.distribute`` strategy, before any model exists.
+"""Create the ``tf.distribute`` strategy a config asks for, before any model exists.
 
-Asking for a GPU or TPU that is not there is an error at start (exit 2, saying what
-TensorFlow sees), never a silent fall back to the CPU: a researcher who asked for a GPU
-should not find out a week later that the run used the CPU.
+``strategy: auto`` picks, in order:
 
-``auto`` picks ``MirroredStrategy`` for several GPUs, ``OneDeviceStrategy`` for one GPU and
-the default strategy otherwise.
+* ``tpu`` when a TPU is asked for (``accelerator: tpu`` or a ``tpu:`` address);
+* ``multi_worker_mirrored`` when ``TF_CONFIG`` or ``hardware.cluster.workers`` describe
+  several workers;
+* ``mirrored`` over all GPUs when there are several (or over the logical CPUs when
+  ``cpu_devices`` split the CPU);
+* ``one_device`` on the GPU when there is one;
+* the ``default`` strategy otherwise.
+
+The choice, its replica count and devices go into the manifest (:meth:`StrategyInfo.record`).
+Everything that creates variables (model, optimizer, metrics) must then be built inside
+``info.strategy.scope()``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from kexp.config.schema import HardwareSection
-from kexp.errors import ConfigError
+from kexp.config.schema.hardware import HardwareSection
+from kexp.hardware import keras_20585
+from kexp.hardware.cluster import ClusterInfo, resolve_cluster, several_workers
+from kexp.hardware.devices import Devices, configure_devices, logical_names
 from kexp.tf import tf
 
 
 @dataclass
 class StrategyInfo:
-    """The strategy created and what it runs on (recorded in the manifest)."""
+    """The strategy created, what it runs on, and the hardware facts of the run."""
 
     strategy: Any
     name: str
     replicas: int
     devices: list[str]
+    cluster: ClusterInfo | None = None
+    connected: bool = True
+    facts: dict[str, Any] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run directory (see :mod:`kexp.hardware.cluster`)."""
+        return self.cluster is None or self.cluster.is_chief
+
+    def adapt_model(self, model: Any) -> Any:
+        """The model to train: float32 outputs under mixed precision (call inside the scope)."""
+        from kexp.hardware.precision import float32_outputs
+
+        if self.facts.get("mixed_precision", "none") != "none":
+            model = float32_outputs(model)
+        self.model = model
+        return model
+
+    def summary(self) -> str:
+        """One line for the console."""
+        text = f"strategy: {self.name}, {self.replicas} replica(s) on {', '.join(self.devices)}"
+        if self.cluster is not None:
+            role = "chief" if self.cluster.is_chief else "not the chief: artifacts go to scratch"
+            text += (f"; {self.cluster.task_type} {self.cluster.task_id} of "
+                     f"{self.cluster.num_workers} workers ({role})")
+        batch = self.facts.get("batch")
+        if batch and self.replicas > 1:
+            text += f"; global batch {batch['global']} = {batch['per_replica']} per replica"
+        return text
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "replicas": self.replicas, "devices": self.devices}
+        """What the manifest stores under ``strategy``."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "replicas": self.replicas,
+            "devices": self.devices,
+            "class": type(self.strategy).__name__,
+        }
+        if self.cluster is not None:
+            out["cluster"] = self.cluster.record()
+        out.update(self.facts)
+        if self.model is not None:
+            from kexp.hardware.precision import describe
+
+            out["precision"] = describe(self.model)
+            out["jit_compile"] = bool(getattr(self.model, "jit_compile", False))
+            out["steps_per_execution"] = int(getattr(self.model, "steps_per_execution", 1))
+        patched = keras_20585.installed()
+        if patched:
+            out["keras_workaround"] = {"issue": "keras-team/keras#20585", "patched": list(patched)}
+        return out
 
 
-def _visible() -> dict[str, list[str]]:
-    return {
-        kind: [d.name for d in tf.config.list_physical_devices(kind)] for kind in ("GPU", "TPU")
-    }
-
-
-def make_strategy(hardware: HardwareSection) -> StrategyInfo:
-    """Check the accelerator asked for, then create the strategy ``hardware`` asks for."""
-    visible = _visible()
-    gpus = visible["GPU"]
-    seen = f"TensorFlow sees {len(gpus)} GPU(s) and {len(visible['TPU'])} TPU(s)"
-    if hardware.accelerator == "gpu" and not gpus:
-        raise ConfigError.single(
-            ("hardware", "accelerator"),
-            f"'gpu' asked for, but no GPU is visible ({seen}; CUDA build: "
-            f"{tf.test.is_built_with_cuda()}). Use 'auto' or 'cpu' to train on the CPU",
-        )
-    if hardware.accelerator == "tpu" and not visible["TPU"]:
-        raise ConfigError.single(
-            ("hardware", "accelerator"), f"'tpu' asked for, but no TPU is visible ({seen})"
-        )
-    if hardware.accelerator == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
-        gpus = []
-
+def choose(hardware: HardwareSection, devices: Devices | None = None) -> str:
+    """The strategy ``auto`` stands for (``devices`` known, or before configuring them)."""
     kind = hardware.strategy
-    if kind == "auto":
-        kind = "mirrored" if len(gpus) > 1 else "one_device" if gpus else "default"
-    if kind == "default":
+    if kind != "auto":
+        return kind
+    if hardware.accelerator == "tpu" or hardware.tpu is not None:
+        return "tpu"
+    if several_workers(hardware.cluster):
+        return "multi_worker_mirrored"
+    if devices is None:
+        return "auto"
+    if len(devices.gpus) > 1 or (not devices.gpus and devices.cpus > 1):
+        return "mirrored"
+    return "one_device" if devices.gpus else "default"
+
+
+def make_strategy(hardware: HardwareSection, *, connect: bool = True) -> StrategyInfo:
+    """Configure the devices, then create the strategy ``hardware`` asks for.
+
+    With ``connect=False`` (``kexp validate``) multi-worker and TPU strategies are not
+    created (that would start a server or reach for the TPU); the default strategy stands
+    in and the info says so.
+    """
+    kind = choose(hardware)
+    cluster = None
+    if kind == "multi_worker_mirrored" and connect:
+        # before the devices: the Slurm resolver assigns GPUs through CUDA_VISIBLE_DEVICES
+        cluster = resolve_cluster(hardware.cluster, hardware.accelerator)
+    devices = configure_devices(hardware)
+    kind = choose(hardware, devices)
+
+    if not connect and kind in ("multi_worker_mirrored", "tpu"):
         strategy = tf.distribute.get_strategy()
+        return StrategyInfo(strategy, kind, 1, ["/cpu:0"], connected=False)
+    if kind == "tpu":
+        from kexp.hardware.tpu import connect as connect_tpu
+
+        strategy = connect_tpu(hardware)
+    elif kind == "multi_worker_mirrored":
+        keras_20585.install()
+        resolver = cluster.resolver if cluster is not None else None
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    elif kind == "mirrored":
+        # all visible GPUs; without GPUs, every logical CPU (one unless cpu_devices split it)
+        local = None if devices.gpus else logical_names("CPU")
+        strategy = tf.distribute.MirroredStrategy(devices=local)
     elif kind == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    else:  # mirrored
-        strategy = tf.distribute.MirroredStrategy()
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if devices.gpus else "/cpu:0")
+    else:
+        strategy = tf.distribute.get_strategy()
     try:
-        devices = list(strategy.extended.worker_devices)
-    except RuntimeError:  # the default strategy has no device list: it runs where TF places ops
-        devices = [gpus[0] if gpus else "/cpu:0"]
-    return StrategyInfo(strategy, kind, int(strategy.num_replicas_in_sync), devices)
+        names = [str(d) for d in strategy.extended.worker_devices]
+    except (RuntimeError, AttributeError):  # the default strategy runs where TF places ops
+        names = ["/gpu:0" if devices.gpus else "/cpu:0"]
+    return StrategyInfo(strategy, kind, int(strategy.num_replicas_in_sync), names, cluster)

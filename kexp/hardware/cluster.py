@@ -1,0 +1,258 @@
+"""The cluster of a multi-worker run: where the workers are and which one this process is.
+
+Three sources, the first that applies wins (``hardware.cluster.resolver: auto``):
+
+* ``hardware.cluster.workers: [host:port, ...]`` in the YAML, with this process's index from
+  ``hardware.cluster.task_index`` or the ``KEXP_TASK_INDEX`` environment variable (so every
+  worker can share one config file);
+* ``TF_CONFIG`` in the environment, TensorFlow's own convention;
+* a Slurm job step of several tasks (``SLURM_PROCID``, ``SLURM_STEP_NODELIST``, ...), through
+  TensorFlow's ``SlurmClusterResolver``.
+
+Every source becomes a ``tf.distribute.cluster_resolver.ClusterResolver``; kexp never talks to
+the other workers itself, ``MultiWorkerMirroredStrategy`` does.
+
+Only the chief writes the run directory. Every other worker must still run every callback and
+save (saving reads variables, which under multi-worker strategies is a collective step all
+workers have to take), so it writes into a private scratch directory that is removed at the
+end: :func:`scratch_root` and :func:`release`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from kexp.config.schema.hardware import ClusterSection
+from kexp.errors import ConfigError
+
+TASK_INDEX_ENV = "KEXP_TASK_INDEX"
+_PATH = ("hardware", "cluster")
+
+
+@dataclass
+class ClusterInfo:
+    """A resolved cluster: its workers, this process's role, and the TF resolver for it."""
+
+    source: str  # "workers" | "tf_config" | "slurm"
+    spec: dict[str, list[str]]
+    task_type: str
+    task_id: int
+    resolver: Any = field(default=None, repr=False)
+
+    @property
+    def num_workers(self) -> int:
+        """Tasks that train (``chief`` + ``worker``), the ones that hold replicas."""
+        return len(self.spec.get("chief", [])) + len(self.spec.get("worker", []))
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief writes the artifacts: task ``chief``, or worker 0 when there is none."""
+        if self.task_type == "chief":
+            return True
+        return self.task_type == "worker" and self.task_id == 0 and "chief" not in self.spec
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "cluster": self.spec,
+            "task": {"type": self.task_type, "index": self.task_id},
+            "chief": self.is_chief,
+        }
+
+
+def tf_config(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """``TF_CONFIG`` parsed, or None when unset; a malformed value is a user error."""
+    env = os.environ if env is None else env
+    raw = env.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError.single(
+            _PATH, f"the TF_CONFIG environment variable is not valid JSON: {exc}"
+        ) from None
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    task = value.get("task") if isinstance(value, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ConfigError.single(
+            _PATH,
+            'TF_CONFIG must be {"cluster": {"worker": ["host:port", ...]}, '
+            '"task": {"type": "worker", "index": 0}}',
+        )
+    return value
+
+
+def _slurm_tasks(env: Mapping[str, str]) -> int:
+    try:
+        return int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 0)
+    except ValueError:
+        return 0
+
+
+def _from_workers(section: ClusterSection, env: Mapping[str, str]) -> ClusterInfo:
+    from kexp.tf import tf
+
+    workers = list(section.workers or [])
+    index: int | None = section.task_index
+    raw = env.get(TASK_INDEX_ENV)
+    if raw is not None and raw.strip():
+        try:
+            index = int(raw)
+        except ValueError:
+            raise ConfigError.single(
+                _PATH + ("task_index",), f"{TASK_INDEX_ENV}={raw!r} is not an integer"
+            ) from None
+    if index is None:
+        raise ConfigError.single(
+            _PATH + ("task_index",),
+            f"which of the {len(workers)} workers is this process? Set "
+            f"hardware.cluster.task_index, or {TASK_INDEX_ENV}=0..{len(workers) - 1} in "
+            "each worker's environment (0 is the chief)",
+        )
+    if not 0 <= index < len(workers):
+        raise ConfigError.single(
+            _PATH + ("task_index",),
+            f"task index {index} is out of range for {len(workers)} worker(s) "
+            f"(0..{len(workers) - 1})",
+        )
+    spec = {"worker": workers}
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(spec), task_type="worker", task_id=index, rpc_layer="grpc"
+    )
+    return ClusterInfo("workers", spec, "worker", index, resolver)
+
+
+def _from_tf_config(env: Mapping[str, str]) -> ClusterInfo:
+    from kexp.tf import tf
+
+    value = tf_config(env)
+    assert value is not None
+    task_type = str(value["task"].get("type", ""))
+    task_id = int(value["task"].get("index", 0))
+    spec = {str(k): [str(a) for a in v] for k, v in value["cluster"].items()}
+    if task_type not in spec or not 0 <= task_id < len(spec[task_type]):
+        raise ConfigError.single(
+            _PATH,
+            f"TF_CONFIG's task {task_type!r} #{task_id} is not in its cluster "
+            f"{sorted(spec)}",
+        )
+    unsupported = set(spec) - {"chief", "worker"}
+    if unsupported:
+        raise ConfigError.single(
+            _PATH,
+            f"TF_CONFIG has job(s) {sorted(unsupported)}: multi_worker_mirrored only uses "
+            "'chief' and 'worker' (parameter servers are not supported)",
+        )
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return ClusterInfo("tf_config", spec, task_type, task_id, resolver)
+
+
+def _from_slurm(section: ClusterSection, accelerator: str) -> ClusterInfo:
+    from kexp.tf import tf
+
+    Slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    kwargs: dict[str, Any] = {"port_base": section.port}
+    if accelerator == "cpu" or not shutil.which("nvidia-smi"):
+        # The resolver hands out GPUs to tasks and asks nvidia-smi how many there are; on a
+        # CPU-only cluster give every task a placeholder slot and let it touch nothing.
+        slots = max(8, _slurm_tasks(os.environ))
+        kwargs.update(gpus_per_node=slots, gpus_per_task=1, auto_set_gpu=False)
+    try:
+        resolver = Slurm(**kwargs)
+        spec = resolver.cluster_spec().as_dict()
+        task_type, task_id = resolver.get_task_info()
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ConfigError.single(
+            _PATH + ("resolver",), f"cannot read the Slurm job step: {exc}"
+        ) from None
+    spec = {k: list(v) if isinstance(v, list) else list(v.values()) for k, v in spec.items()}
+    return ClusterInfo("slurm", spec, str(task_type), int(task_id), resolver)
+
+
+def resolve_cluster(
+    section: ClusterSection, accelerator: str = "auto", env: Mapping[str, str] | None = None
+) -> ClusterInfo | None:
+    """The cluster ``section`` (and the environment) describe, or None for a single worker."""
+    env = os.environ if env is None else env
+    source = section.resolver
+    if source == "auto":
+        if section.workers is not None:
+            source = "workers"
+        elif tf_config(env) is not None:
+            source = "tf_config"
+        elif "SLURM_PROCID" in env and _slurm_tasks(env) > 1:
+            source = "slurm"
+        else:
+            return None
+    if source == "workers":
+        return _from_workers(section, env)
+    if source == "tf_config":
+        if tf_config(env) is None:
+            raise ConfigError.single(
+                _PATH + ("resolver",),
+                "resolver tf_config, but the TF_CONFIG environment variable is not set",
+            )
+        return _from_tf_config(env)
+    if "SLURM_PROCID" not in env:
+        raise ConfigError.single(
+            _PATH + ("resolver",),
+            "resolver slurm, but this process is not a Slurm task (no SLURM_PROCID): "
+            "start it with srun",
+        )
+    return _from_slurm(section, accelerator)
+
+
+def several_workers(section: ClusterSection, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the config or environment describe a cluster of more than one task.
+
+    Used by ``strategy: auto`` without connecting to anything.
+    """
+    env = os.environ if env is None else env
+    if section.workers is not None:
+        return len(section.workers) > 1
+    if section.resolver in ("auto", "tf_config"):
+        value = tf_config(env)
+        if value is not None:
+            return sum(len(v) for k, v in value["cluster"].items() if k in ("chief", "worker")) > 1
+    if section.resolver == "slurm":
+        return _slurm_tasks(env) > 1
+    return False
+
+
+def is_chief(cluster: ClusterInfo | None = None) -> bool:
+    """Whether this process writes the run's artifacts (always, without a cluster)."""
+    return cluster is None or cluster.is_chief
+
+
+def scratch_root(cluster: ClusterInfo) -> Path:
+    """A private directory for a non-chief worker's copies of the artifacts."""
+    return Path(tempfile.mkdtemp(prefix=f"kexp-{cluster.task_type}{cluster.task_id}-"))
+
+
+def release(scratch: Path | None) -> None:
+    """Remove a worker's scratch directory (never anything else)."""
+    if scratch is not None and Path(scratch).name.startswith("kexp-"):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def agree_on_seed(strategy: Any, seed: int) -> int:
+    """The chief's ``seed``, on every worker: they must shuffle the data the same way.
+
+    Each worker draws a seed; a cross-worker sum in which only replica 0 (on the chief)
+    contributes hands the chief's to all.
+    """
+    from kexp.tf import tf
+
+    def value(context: Any) -> Any:
+        mine = seed if context.replica_id_in_sync_group == 0 else 0
+        return tf.constant(mine, dtype=tf.int64)
+
+    values = strategy.experimental_distribute_values_from_function(value)
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy())

@@ -1,0 +1,75 @@
+"""Mixed precision through Keras' own dtype policy.
+
+    hardware: {mixed_precision: float16}     # or bfloat16, or none
+
+The global policy (``mixed_float16`` / ``mixed_bfloat16``) is set before the model is built,
+so every layer computes in 16 bits and keeps float32 variables. Two things make it safe:
+
+* the layers that produce the model's outputs are rebuilt with a float32 policy
+  (:func:`float32_outputs`): a softmax or sigmoid in float16 under/overflows, and the loss
+  then sees zeros and ones;
+* with float16 Keras' ``compile`` wraps the optimizer in a ``LossScaleOptimizer`` (small
+  gradients would flush to zero otherwise). bfloat16 has float32's range and needs none.
+
+The policy is process-wide: :func:`set_policy` is called for every run, ``none`` included,
+so one run's policy never leaks into the next one in the same process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def set_policy(mode: str) -> str:
+    """Set the Keras global dtype policy for ``mode``; returns the policy name."""
+    from kexp.tf import keras
+
+    name = POLICIES[mode]
+    keras.mixed_precision.set_dtype_policy(name)
+    return name
+
+
+def _output_layers(model: Any) -> list[Any]:
+    layers = []
+    for tensor in model.outputs:
+        layer = tensor._keras_history.operation
+        if layer not in layers:
+            layers.append(layer)
+    return layers
+
+
+def float32_outputs(model: Any) -> Any:
+    """``model`` with its output layers computing in float32 (a clone when any changed).
+
+    Cloning goes through each layer's config, the same way Keras saves and loads models, so
+    the result has the user's layers with one thing changed: the output layers' ``dtype``.
+    """
+    from kexp.tf import keras
+
+    targets = {id(layer) for layer in _output_layers(model)
+               if layer.dtype_policy.compute_dtype != "float32"}
+    if not targets:
+        return model
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        if id(layer) in targets:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """What the manifest records: the policy, output dtypes and loss scaling."""
+    from kexp.tf import keras
+
+    return {
+        "policy": model.dtype_policy.name,
+        "output_dtypes": [layer.dtype_policy.compute_dtype for layer in _output_layers(model)],
+        "loss_scaling": isinstance(
+            getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer
+        ),
+    }
