@@ -16,8 +16,10 @@ path and, where the YAML told us, the file and line:
 from __future__ import annotations
 
 import difflib
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 #: Exit code for every user mistake (config, data, paths, hardware asked for but absent).
 USER_ERROR_EXIT_CODE = 2
@@ -96,6 +98,42 @@ class ConfigError(KexpError):
     @classmethod
     def single(cls, path: KeyPath, message: str, **kwargs: Any) -> "ConfigError":
         return cls([ConfigIssue(tuple(path), message, **kwargs)])
+
+
+class ConfigWarning(UserWarning):
+    """A config that works but probably not as meant (a graph node that no output uses).
+
+    Issued through :mod:`warnings`, so a notebook user sees it and a test can catch it; the
+    CLI prints it like an issue, with its key path and line.
+    """
+
+    def __init__(self, issue: ConfigIssue):
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+@contextmanager
+def relocating_warnings(
+    relocate: Callable[[list[ConfigIssue]], list[ConfigIssue]],
+) -> Iterator[None]:
+    """Re-issue the ConfigWarnings raised inside the block with ``relocate`` applied.
+
+    Warnings found after loading (a graph node no output uses) know their key path but not
+    the YAML line; ``relocate`` (``LoadedConfig.locate_issues``) supplies it. Other warnings
+    pass through unchanged.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConfigWarning)
+            yield
+    finally:
+        for w in caught:
+            if isinstance(w.message, ConfigWarning):
+                (issue,) = relocate([w.message.issue])
+                warnings.warn(ConfigWarning(issue), stacklevel=3)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class UserError(KexpError):

@@ -10,15 +10,19 @@ Layers are any class Keras knows (``keras.layers`` or a registered custom layer)
           - Conv2D: {filters: 32, kernel_size: 3, activation: relu}
           - Flatten: {}
           - Dense: {units: 10, activation: softmax}
+
+or a graph of named tensors, ``model: {functional: ...}`` (see
+:mod:`kexp.config.schema.functional`).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.functional import Block, FunctionalModel, GraphNode
 
 
 class InputSpec(Section):
@@ -40,6 +44,24 @@ class SequentialModel(Section):
 
 
 class ModelSection(Section):
-    """Exactly one kind of model."""
+    """Exactly one kind of model: ``sequential`` or ``functional``."""
 
-    sequential: SequentialModel
+    sequential: Optional[SequentialModel] = None
+    functional: Optional[FunctionalModel] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ModelSection":
+        given = [k for k in ("sequential", "functional") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of sequential, functional"
+                + (" (found both)" if given else "")
+            )
+        return self
+
+
+# A graph node may hold a whole sub-model: resolve that forward reference now.
+GraphNode.model_rebuild(_types_namespace={"ModelSection": ModelSection})
+Block.model_rebuild()
+FunctionalModel.model_rebuild()
+ModelSection.model_rebuild()

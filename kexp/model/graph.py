@@ -1,0 +1,463 @@
+"""The structure of a functional graph, checked before any layer is built or data is read.
+
+A graph written by hand goes wrong in a few typical ways: a node names a tensor that does not
+exist, nodes feed each other in a circle, a block is used with the wrong number of inputs, a
+node computes something no output needs. Each is found here, from the config alone, and
+reported at the key path of the node at fault (``model.functional.graph[3].inputs``). Keras
+would either fail later with a message about its own internals or, for an unused node,
+silently drop it.
+
+The same checks apply to the model's top-level graph and to the body of every block: both
+are a :class:`Scope`. Nodes may be listed in any order; :func:`build_order` sorts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+from kexp.config.schema.common import spec_parts
+from kexp.config.schema.functional import Block, FunctionalModel, GraphNode, output_map
+from kexp.errors import ConfigIssue, KeyPath, format_path, nearest
+
+
+class NodeFailed(Exception):
+    """A node could not be built; its issue is recorded and the nodes after it are skipped."""
+
+
+@dataclass
+class Scope:
+    """One graph: a model's top level, or a block's body."""
+
+    path: KeyPath
+    inputs: list[str]
+    layers: Mapping[str, Any]
+    graph: list[GraphNode]
+    outputs: dict[str, str]
+    #: Key path of each input and output name (a dict key or a list item in the YAML).
+    input_paths: dict[str, KeyPath] = field(default_factory=dict)
+    output_paths: dict[str, KeyPath] = field(default_factory=dict)
+    is_block: bool = False
+
+    def node_path(self, index: int) -> KeyPath:
+        return self.path + ("graph", index)
+
+    def describe(self, index: int) -> str:
+        """``node 'h1' (model.functional.graph[1])``, for messages about where a tensor came from."""
+        return f"node '{self.graph[index].name}' ({format_path(self.node_path(index))})"
+
+
+def model_scope(spec: FunctionalModel, path: KeyPath) -> Scope:
+    outputs = output_map(spec.outputs)
+    return Scope(
+        path=path,
+        inputs=list(spec.inputs),
+        layers=spec.layers,
+        graph=spec.graph,
+        outputs=outputs,
+        input_paths={name: path + ("inputs", name) for name in spec.inputs},
+        output_paths=_output_paths(spec.outputs, path),
+    )
+
+
+def block_scope(name: str, block: Block, path: KeyPath) -> Scope:
+    """The body of block ``name``; ``path`` is the model's (``model.functional``)."""
+    here = path + ("blocks", name)
+    return Scope(
+        path=here,
+        inputs=list(block.inputs),
+        layers=block.layers,
+        graph=block.graph,
+        outputs=output_map(block.outputs),
+        input_paths={n: here + ("inputs", i) for i, n in enumerate(block.inputs)},
+        output_paths=_output_paths(block.outputs, here),
+        is_block=True,
+    )
+
+
+def _output_paths(outputs: Any, path: KeyPath) -> dict[str, KeyPath]:
+    if isinstance(outputs, dict):
+        return {name: path + ("outputs", name) for name in outputs}
+    return {ref.replace(".", "_"): path + ("outputs", i) for i, ref in enumerate(outputs)}
+
+
+def refs(inputs: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``(key path suffix, tensor ref)`` for each tensor a node's ``inputs`` names."""
+    if isinstance(inputs, str):
+        yield (), inputs
+    elif isinstance(inputs, list):
+        for i, ref in enumerate(inputs):
+            yield (i,), ref
+    else:
+        for key, ref in inputs.items():
+            yield (key,), ref
+
+
+def base(ref: str) -> str:
+    """The input or node a reference points into: ``r.y`` -> ``r``."""
+    return ref.split(".", 1)[0]
+
+
+def _error(path: KeyPath, message: str, **kwargs: Any) -> ConfigIssue:
+    return ConfigIssue(tuple(path), message, **kwargs)
+
+
+def _warning(path: KeyPath, message: str) -> ConfigIssue:
+    return ConfigIssue(tuple(path), message, severity="warning")
+
+
+def _node_index(scope: Scope) -> dict[str, int]:
+    """Node name -> its index (the first one, if a name is given twice)."""
+    index: dict[str, int] = {}
+    for i, node in enumerate(scope.graph):
+        index.setdefault(node.name, i)
+    return index
+
+
+def dependencies(scope: Scope) -> dict[int, list[int]]:
+    """For each node, the nodes whose tensors it takes (inputs of the scope left out)."""
+    index = _node_index(scope)
+    return {
+        i: list(dict.fromkeys(index[base(r)] for _, r in refs(node.inputs) if base(r) in index))
+        for i, node in enumerate(scope.graph)
+    }
+
+
+def build_order(scope: Scope) -> list[int]:
+    """Node indices so that each comes after the nodes it takes from (list order otherwise).
+
+    Assumes :func:`check_scope` found no cycle.
+    """
+    deps = dependencies(scope)
+    done: set[int] = set()
+    order: list[int] = []
+
+    def visit(i: int) -> None:
+        stack = [(i, iter(deps[i]))]
+        while stack:
+            node, children = stack[-1]
+            child = next((c for c in children if c not in done), None)
+            if child is None:
+                stack.pop()
+                if node not in done:
+                    done.add(node)
+                    order.append(node)
+            else:
+                stack.append((child, iter(deps[child])))
+
+    for i in range(len(scope.graph)):
+        if i not in done:
+            visit(i)
+    return order
+
+
+def _cycles(deps: Mapping[int, Sequence[int]]) -> list[list[int]]:
+    """Each cycle once, as the list of node indices around it (first index smallest)."""
+    found: dict[frozenset[int], list[int]] = {}
+    state: dict[int, int] = {}  # 1: on the current path, 2: finished
+    for start in deps:
+        if state.get(start):
+            continue
+        path: list[int] = [start]
+        stack = [iter(deps[start])]
+        state[start] = 1
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                cycle = path[path.index(child):]
+                low = cycle.index(min(cycle))
+                cycle = cycle[low:] + cycle[:low]
+                found.setdefault(frozenset(cycle), cycle)
+            elif not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append(iter(deps[child]))
+    return list(found.values())
+
+
+def _shared_layer_name(node: GraphNode, visible: Mapping[str, Any]) -> str | None:
+    """The shared layer a node applies (``layer: encoder``), or None for a layer of its own."""
+    return node.layer if isinstance(node.layer, str) and node.layer in visible else None
+
+
+def check_scope(
+    scope: Scope, blocks: Mapping[str, Block], outer_layers: Mapping[str, Any]
+) -> tuple[list[ConfigIssue], set[str], set[str]]:
+    """Issues of one graph, plus the names of the layers and blocks its nodes use."""
+    issues: list[ConfigIssue] = []
+    index = _node_index(scope)
+    visible_layers = {**outer_layers, **scope.layers}
+    used_layers: set[str] = set()
+    used_blocks: set[str] = set()
+
+    for i, node in enumerate(scope.graph):
+        at = scope.node_path(i)
+        if node.name in scope.inputs:
+            issues.append(_error(at + ("name",), f"node name '{node.name}' is already the name "
+                                 "of an input; every tensor needs a name of its own"))
+        elif index[node.name] != i:
+            issues.append(_error(at + ("name",), f"node name '{node.name}' is used twice "
+                                 f"(first at graph[{index[node.name]}])"))
+        issues.extend(_check_kind(scope, i, visible_layers, blocks, used_layers, used_blocks))
+        issues.extend(_check_refs(scope, i, index, blocks))
+
+    deps = dependencies(scope)
+    for cycle in _cycles(deps):
+        names = [scope.graph[i].name for i in cycle]
+        loop = " -> ".join(names + names[:1])
+        issues.append(_error(
+            scope.node_path(cycle[0]) + ("inputs",),
+            f"node '{names[0]}' depends on itself through a cycle: {loop}; "
+            "every tensor a node takes must be made without it",
+        ))
+
+    defined = list(scope.inputs) + list(index)
+    for name, ref in scope.outputs.items():
+        at = scope.output_paths[name]
+        if base(ref) not in defined:
+            issues.append(_error(at, f"output '{name}' names the undefined tensor '{ref}'",
+                                 suggestion=nearest(base(ref), defined)))
+        elif base(ref) in scope.inputs and "." in ref:
+            issues.append(_error(at, f"input '{base(ref)}' is one tensor; it has no part "
+                                 f"'{ref.split('.', 1)[1]}'"))
+    if not any(i.severity == "error" for i in issues):
+        issues.extend(_unused(scope))
+    return issues, used_layers, used_blocks
+
+
+def _check_kind(
+    scope: Scope, i: int, visible_layers: Mapping[str, Any], blocks: Mapping[str, Block],
+    used_layers: set[str], used_blocks: set[str],
+) -> list[ConfigIssue]:
+    node = scope.graph[i]
+    at = scope.node_path(i)
+    issues: list[ConfigIssue] = []
+    if node.repeat > 1 and node.block is None:
+        issues.append(_error(at + ("repeat",), "repeat applies to blocks only "
+                             "(`block: NAME, repeat: N`)"))
+    if node.layer is not None:
+        shared = _shared_layer_name(node, visible_layers)
+        if shared is not None:
+            used_layers.add(shared)
+        elif not isinstance(node.layer, str):
+            cls, kwargs = spec_parts(node.layer)
+            if "name" in kwargs:
+                issues.append(_error(
+                    at + ("layer", cls, "name"),
+                    f"a node's layer is named after the node ('{node.name}'); remove name: "
+                    "(or rename the node)",
+                ))
+    elif node.block is not None:
+        block = blocks.get(node.block)
+        if block is None:
+            issues.append(_error(
+                at + ("block",),
+                f"node '{node.name}': no block '{node.block}'"
+                + (f" (blocks: {', '.join(blocks)})" if blocks else " (the model defines no blocks)"),
+                suggestion=nearest(node.block, blocks),
+            ))
+        else:
+            used_blocks.add(node.block)
+            issues.extend(_check_block_use(node, block, at))
+    return issues
+
+
+def _check_block_use(node: GraphNode, block: Block, at: KeyPath) -> list[ConfigIssue]:
+    """The node gives the block the inputs it declares; a repeated block chains its outputs."""
+    issues = []
+    wanted = list(block.inputs)
+    given = node.inputs
+    problem = None
+    if isinstance(given, str) and len(wanted) != 1:
+        problem = "gives 1 tensor"
+    elif isinstance(given, list) and len(given) != len(wanted):
+        problem = f"gives {len(given)} tensors"
+    elif isinstance(given, dict) and set(given) != set(wanted):
+        missing = [w for w in wanted if w not in given]
+        extra = [g for g in given if g not in wanted]
+        problem = "gives " + "; ".join(
+            ([f"no {', '.join(missing)}"] if missing else [])
+            + ([f"unknown {', '.join(extra)}"] if extra else [])
+        )
+    if problem:
+        issues.append(_error(at + ("inputs",), f"node '{node.name}' {problem}, but block "
+                             f"'{node.block}' takes {len(wanted)} input(s): {', '.join(wanted)}"))
+    outputs = output_map(block.outputs)
+    if node.repeat > 1 and len(outputs) != len(wanted):
+        issues.append(_error(
+            at + ("repeat",),
+            f"block '{node.block}' has {len(wanted)} input(s) and {len(outputs)} output(s); "
+            "to repeat it, each repetition's outputs must feed the next one's inputs, so "
+            "their numbers must be equal",
+        ))
+    return issues
+
+
+def _check_refs(
+    scope: Scope, i: int, index: Mapping[str, int], blocks: Mapping[str, Block]
+) -> list[ConfigIssue]:
+    node = scope.graph[i]
+    at = scope.node_path(i) + ("inputs",)
+    defined = list(scope.inputs) + list(index)
+    issues = []
+    for suffix, ref in refs(node.inputs):
+        name, _, part = ref.partition(".")
+        if name not in defined:
+            issues.append(_error(
+                at + suffix,
+                f"node '{node.name}' takes '{ref}', which is not defined: no input or node of "
+                f"{'this block' if scope.is_block else 'the model'} has that name",
+                suggestion=nearest(name, defined),
+            ))
+        elif part and name in scope.inputs:
+            issues.append(_error(at + suffix, f"input '{name}' is one tensor; it has no part "
+                                 f"'{part}'"))
+        elif part and name in index:
+            source = scope.graph[index[name]]
+            block = blocks.get(source.block) if source.block else None
+            if block is not None and part not in output_map(block.outputs):
+                parts = list(output_map(block.outputs))
+                issues.append(_error(
+                    at + suffix,
+                    f"node '{name}' (block '{source.block}') has no output '{part}' "
+                    f"(its outputs: {', '.join(parts)})",
+                    suggestion=nearest(part, parts),
+                ))
+    return issues
+
+
+def needed(scope: Scope) -> tuple[set[int], set[str]]:
+    """The nodes and the inputs that some output depends on."""
+    index = _node_index(scope)
+    nodes: set[int] = set()
+    inputs: set[str] = set()
+    todo = [base(ref) for ref in scope.outputs.values()]
+    while todo:
+        name = todo.pop()
+        if name in scope.inputs:
+            inputs.add(name)
+            continue
+        i = index.get(name)
+        if i is None or i in nodes:
+            continue
+        nodes.add(i)
+        todo.extend(base(r) for _, r in refs(scope.graph[i].inputs))
+    return nodes, inputs
+
+
+def _unused(scope: Scope) -> list[ConfigIssue]:
+    """Warnings for nodes and inputs that no output depends on."""
+    needed_nodes, used_inputs = needed(scope)
+    where = "the block's outputs" if scope.is_block else "any output"
+    issues = []
+    for name in scope.inputs:
+        if name not in used_inputs:
+            consequence = "" if scope.is_block else (
+                "; the model still takes it, so the data must still provide it")
+            issues.append(_warning(scope.input_paths[name],
+                                   f"input '{name}' is not used by {where}{consequence}"))
+    for i, node in enumerate(scope.graph):
+        if i not in needed_nodes:
+            issues.append(_warning(
+                scope.node_path(i),
+                f"node '{node.name}' does not lead to {where}, so it is left out of the "
+                f"{'block' if scope.is_block else 'model'}",
+            ))
+    return issues
+
+
+def check_functional(spec: FunctionalModel, path: KeyPath) -> list[ConfigIssue]:
+    """Every structural issue (errors and warnings) of a functional model and its blocks."""
+    issues, used_layers, used_blocks = check_scope(model_scope(spec, path), spec.blocks, {})
+    block_uses: dict[str, set[str]] = {}
+    for name, block in spec.blocks.items():
+        found, layers, uses = check_scope(block_scope(name, block, path), spec.blocks, spec.layers)
+        issues.extend(found)
+        used_layers |= layers - set(block.layers)  # a block's own layers hide the model's
+        block_uses[name] = uses
+        issues.extend(
+            _warning(path + ("blocks", name, "layers", key),
+                     f"layer '{key}' of block '{name}' is defined but no node of it uses it")
+            for key in block.layers if key not in layers
+        )
+    issues.extend(_recursive_blocks(spec, path, block_uses))
+
+    reachable = _reachable_blocks(used_blocks, block_uses)
+    for name in spec.layers:
+        if name not in used_layers:
+            issues.append(_warning(path + ("layers", name),
+                                   f"layer '{name}' is defined but no node uses it"))
+    for name in spec.blocks:
+        if name not in reachable:
+            issues.append(_warning(path + ("blocks", name),
+                                   f"block '{name}' is defined but no node uses it"))
+    return issues
+
+
+def _reachable_blocks(used: set[str], uses: Mapping[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(used)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(uses.get(name, ()))
+    return seen
+
+
+def _recursive_blocks(
+    spec: FunctionalModel, path: KeyPath, uses: Mapping[str, set[str]]
+) -> list[ConfigIssue]:
+    """A block that instantiates itself (directly or through others) would never end."""
+    names = list(spec.blocks)
+    deps = {i: [names.index(u) for u in sorted(uses[n]) if u in spec.blocks] for i, n in enumerate(names)}
+    issues = []
+    for cycle in _cycles(deps):
+        first = names[cycle[0]]
+        target = names[cycle[1 % len(cycle)]]
+        node = next(i for i, n in enumerate(spec.blocks[first].graph) if n.block == target)
+        loop = " -> ".join([names[c] for c in cycle] + [first])
+        issues.append(_error(
+            path + ("blocks", first, "graph", node, "block"),
+            f"block '{first}' instantiates itself ({loop}); a block cannot contain itself",
+        ))
+    return issues
+
+
+def check_data_keys(
+    data: Any, inputs: Sequence[str], outputs: Sequence[str]
+) -> list[ConfigIssue]:
+    """Features keyed by input name and labels keyed by output name, in every split.
+
+    Only sources that key arrays by name (``x:``/``y:`` of npz and npy) are checked here;
+    the others are checked on real examples before training.
+    """
+    issues = []
+    for split in ("train", "validation", "test"):
+        source = getattr(data, split, None)
+        for role, names, what in (("x", inputs, "input"), ("y", outputs, "output")):
+            value = getattr(source, role, None)
+            if value is None:
+                continue
+            at: KeyPath = ("data", split, role)
+            shown = ", ".join(names)
+            if isinstance(value, dict):
+                if len(names) == 1:
+                    issues.append(_error(at, f"the model has one {what} ('{names[0]}'): give "
+                                         f"{role} as a single key, not a mapping"))
+                    continue
+                for key in value:
+                    if key not in names:
+                        issues.append(_error(at + (key,), f"the model has no {what} '{key}' "
+                                             f"(its {what}s: {shown})", suggestion=nearest(key, names)))
+                missing = [n for n in names if n not in value]
+                if missing:
+                    issues.append(_error(at, f"no array for the model's {what}(s) "
+                                         f"{', '.join(missing)} (its {what}s: {shown})"))
+            elif len(names) > 1:
+                issues.append(_error(at, f"the model has {len(names)} {what}s ({shown}): give "
+                                     f"{role} as a mapping {{{what} name: key}}"))
+    return issues
