@@ -43,21 +43,38 @@ def _get(data: Any, key: Any) -> tuple[bool, Any]:
 
 
 def user_path(loc: Iterable[Any], raw: Any, error_type: str) -> KeyPath:
-    """The key path as written in the YAML: drop pydantic's union-branch and tag labels."""
+    """The key path as written in the YAML: drop pydantic's union-branch and tag labels.
+
+    A label can collide with a real key (the tag ``split`` of ``{split: 0.2, seed: 3}``), so
+    every reading of ``loc`` (each part a key or a label) is tried; the best one names the
+    offending key last (for unknown and missing keys) and uses the most real keys.
+    """
     loc = list(loc)
-    path: list[str | int] = []
-    node = raw
-    for index, part in enumerate(loc):
+    leaf = error_type in {"missing", "extra_forbidden"}
+    memo: dict[tuple[int, int], tuple[tuple[bool, int], KeyPath]] = {}
+
+    def best(index: int, node: Any) -> tuple[tuple[bool, int], KeyPath]:
+        if index == len(loc):
+            return (False, 0), ()
+        key = (index, id(node))
+        if key in memo:
+            return memo[key]
+        part = loc[index]
+        last = index == len(loc) - 1
+        options = []
         found, child = _get(node, part)
         if found:
-            path.append(part)
-            node = child
-            continue
-        last = index == len(loc) - 1
-        if last and isinstance(node, dict) and error_type in {"missing", "extra_forbidden"}:
-            path.append(part)
-        # anything else is a union branch ("str", "dict[str,...]") or a tag ("npz"): skip it
-    return tuple(path)
+            (ends, size), rest = best(index + 1, child)
+            options.append(((ends or last, size + 1), (part,) + rest))
+        elif last and leaf and isinstance(node, dict):
+            options.append(((True, 1), (part,)))
+        # or it is a union branch ("str", "dict[str,...]") or a tag ("npz"): skip it
+        options.append(best(index + 1, node))
+        memo[key] = max(options, key=lambda option: option[0])  # first wins a tie
+        return memo[key]
+
+    score, path = best(0, raw)
+    return path
 
 
 def _candidate_models(annotation: Any) -> list[type[BaseModel]]:
@@ -117,6 +134,7 @@ def issues_from(
     for error in exc.errors():
         path = user_path(error["loc"], raw, error["type"])
         grouped.setdefault(path, []).append(error)
+    _drop_shallow_branch_errors(grouped, raw)
 
     issues: list[ConfigIssue] = []
     for path, errors in grouped.items():
@@ -134,8 +152,39 @@ def issues_from(
         specific = [e for e in errors if e["type"] not in _TYPE_WORDS] or errors
         for error in specific:
             issues.append(_issue(error, path, raw, schema, file, line, value, found))
+    issues = _merge_misspelled_keys(issues)
     issues.sort(key=lambda i: (i.line or 0))
     return issues
+
+
+_UNKNOWN_KEY = "unknown key"
+_MISSING_KEY = "required key is missing"
+
+
+def _merge_misspelled_keys(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """``input:`` for a required ``inputs:`` is one mistake, not two: the "unknown key
+    'input'; did you mean 'inputs'" issue says it all, so "inputs is missing" goes."""
+    meant = {
+        i.path[:-1] + (i.suggestion,)
+        for i in issues
+        if i.message.startswith(_UNKNOWN_KEY) and i.suggestion
+    }
+    return [i for i in issues if not (i.message == _MISSING_KEY and i.path in meant)]
+
+
+def _drop_shallow_branch_errors(grouped: dict[KeyPath, list[dict[str, Any]]], raw: Any) -> None:
+    """A mapping or list where a union also allows a scalar: pydantic reports "expected a
+    string" at the key *and* the real mistake deeper down (another branch got further).
+    The deeper one tells the story; the type error at the key is noise."""
+    for path in list(grouped):
+        deeper = any(len(other) > len(path) and other[: len(path)] == path for other in grouped)
+        found, value = _get_path(raw, path)
+        if deeper and found and isinstance(value, (dict, list)):
+            rest = [e for e in grouped[path] if e["type"] not in _TYPE_WORDS]
+            if rest:
+                grouped[path] = rest
+            else:
+                del grouped[path]
 
 
 def _get_path(raw: Any, path: KeyPath) -> tuple[bool, Any]:
@@ -163,13 +212,13 @@ def _issue(
         keys = allowed_keys(schema, path[:-1], raw)
         return ConfigIssue(
             path,
-            "unknown key" + (f" (allowed here: {', '.join(keys)})" if keys else ""),
+            _UNKNOWN_KEY + (f" (allowed here: {', '.join(keys)})" if keys else ""),
             suggestion=nearest(str(path[-1]), keys),
             file=file,
             line=line,
         )
     if kind == "missing":
-        return ConfigIssue(path, "required key is missing", file=file, line=line)
+        return ConfigIssue(path, _MISSING_KEY, file=file, line=line)
     if kind == "literal_error":
         choices = _choices(ctx)
         return ConfigIssue(
@@ -185,14 +234,27 @@ def _issue(
         from kexp.config.schema.data import SOURCE_KINDS
 
         source = value.get("source") if isinstance(value, dict) else None
+        suggestion = nearest(str(source), SOURCE_KINDS) if source is not None else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+            suggestion = f"{{split: {value}}}"  # `validation: 0.2` meant a fraction
         return ConfigIssue(
             path + (("source",) if source is not None else ()),
             error["msg"],
-            suggestion=nearest(str(source), SOURCE_KINDS) if source is not None else None,
+            suggestion=suggestion,
             file=file,
             line=line,
+            value=value,
+            has_value=found and not isinstance(value, dict),
         )
+    if kind in _TYPE_WORDS and error["loc"][-1:] == ("[key]",):  # a mapping's key, not value
+        return ConfigIssue(path, f"each key here must be {_TYPE_WORDS[kind]}", file=file,
+                           line=line, value=path[-1], has_value=True)
+    if kind in _TYPE_WORDS:  # "Input should be a valid dictionary or instance of ..."
+        return ConfigIssue(path, f"expected {_TYPE_WORDS[kind]}", file=file, line=line,
+                           value=value, has_value=found)
     message = error["msg"]
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     message = message[:1].lower() + message[1:]
-    return ConfigIssue(path, message, file=file, line=line, value=value, has_value=found)
+    # a whole mapping (what a section-level check is about) is no help when echoed back
+    shown = found and not isinstance(value, dict)
+    return ConfigIssue(path, message, file=file, line=line, value=value, has_value=shown)

@@ -147,9 +147,23 @@ def load_text(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        start = getattr(exc, "context_mark", None)
         message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
-        if mark is not None:
+        if start is not None and ("end of stream" in problem or "<stream end>" in problem):
+            # an unclosed quote or bracket runs to the end of the file: point at its start
+            what = (context or "a quote or bracket").removeprefix("while scanning ")
+            what = what.removeprefix("while parsing ")
+            message = (f"YAML syntax error: {what} that starts here (column {start.column + 1}) "
+                       "is never closed")
+            mark = start
+        elif start is not None and "could not find expected ':'" in problem:
+            message = "YAML syntax error: a key without ':' after it (write key: value)"
+            mark = start  # the key itself, not the line after it where the scanner gave up
+        elif mark is not None:
             message += f" at column {mark.column + 1}"
+            if start is not None and context and start.line != mark.line:
+                what = context.removeprefix("while parsing ").removeprefix("while scanning ")
+                message += f", in {what} that starts on line {start.line + 1}"
         raise ConfigError.single(
             (), message, file=file, line=mark.line + 1 if mark else None
         ) from exc
