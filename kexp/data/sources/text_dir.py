@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import TextDirSource
-from kexp.data.stream import Stream
+from kexp.data.stream import Stream, count
 from kexp.errors import ConfigError, KeyPath
 from kexp.tf import keras
 
@@ -41,11 +41,10 @@ def text_stream(
         )
     except ValueError as exc:
         raise ConfigError.single(at + ("path",), f"{directory}: {exc}") from None
-    files = list(dataset.file_paths)
+    class_names = getattr(dataset, "class_names", None)
     return Stream(
-        lambda: dataset, len(files), labels, [str(directory)],
-        list(dataset.class_names) if labels and dataset.class_names else None,
-        names=files,
+        lambda: dataset, count(dataset), labels, [str(directory)],
+        list(class_names) if labels and class_names else None,
     )
 
 

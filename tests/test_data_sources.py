@@ -1,0 +1,360 @@
+"""Every data source on small files made here (or shipped), and each of its user errors."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kexp.config.schema import DataSection
+from kexp.data.arrays import Arrays
+from kexp.data.sources import SourceContext, load_source
+from kexp.errors import ConfigError
+
+DATA = Path(__file__).resolve().parents[1] / "configs" / "data"
+AT = ("data", "train")
+
+
+def read(spec: dict[str, Any], context: SourceContext | None = None) -> Any:
+    """Validate ``spec`` as data.train and read it."""
+    source = DataSection.model_validate({"train": spec}).train
+    return load_source(source, AT, context)
+
+
+def error_of(spec: dict[str, Any], context: SourceContext | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        read(spec, context)
+    return str(caught.value)
+
+
+def batches(stream: Any) -> tuple[Any, Any]:
+    return stream.head(10_000)
+
+
+# --- csv -------------------------------------------------------------------------------------
+
+PENGUINS = {
+    "source": "csv", "path": str(DATA / "penguins_train.csv"), "label": "species",
+    "features": ["island", "bill_length_mm", "body_mass_g", "sex", "year"],
+    "column_types": {"species": "string", "island": "string", "sex": "string", "year": "integer"},
+    "fill": {"sex": "unknown", "bill_length_mm": 44.5, "body_mass_g": 4050},
+}
+
+
+def test_csv_column_types_make_named_features_and_string_labels_class_ids() -> None:
+    arrays = read(PENGUINS)
+    assert isinstance(arrays, Arrays)
+    assert arrays.class_names == ["Adelie", "Chinstrap", "Gentoo"]
+    assert set(arrays.x) == {"island", "bill_length_mm", "body_mass_g", "sex", "year"}
+    assert arrays.x["island"].shape == (275, 1) and arrays.x["island"].dtype.kind == "U"
+    assert arrays.x["year"].dtype == np.int64 and arrays.x["body_mass_g"].dtype == np.float32
+    assert set(np.unique(arrays.y)) == {0, 1, 2}
+    first = (DATA / "penguins_train.csv").read_text().splitlines()[1].split(",")
+    assert arrays.class_names[arrays.y[0]] == first[0]
+    assert "unknown" in set(arrays.x["sex"].ravel())  # the declared fill of NA
+
+
+def test_csv_test_split_uses_the_training_class_order() -> None:
+    spec = {**PENGUINS, "path": str(DATA / "penguins_test.csv")}
+    names = ["Gentoo", "Adelie", "Chinstrap"]  # a training order that is not sorted
+    arrays = read(spec, SourceContext(class_names=names))
+    rows = [line.split(",")[0] for line in (DATA / "penguins_test.csv").read_text().splitlines()[1:]]
+    assert [names[i] for i in arrays.y] == rows
+    message = error_of(spec, SourceContext(class_names=["Adelie", "Gentoo"]))
+    assert "data.train.label" in message and "'Chinstrap'" in message
+
+
+def test_csv_streamed_gives_the_same_values_as_loaded_whole() -> None:
+    whole = read(PENGUINS)
+    stream = read({**PENGUINS, "stream": True})
+    assert not isinstance(stream, Arrays) and len(stream) == len(whole)
+    assert stream.class_names == whole.class_names
+    x, y = batches(stream)
+    np.testing.assert_array_equal(y, whole.y)
+    for name, column in whole.x.items():
+        got = x[name].astype(str) if x[name].dtype == object else x[name]
+        np.testing.assert_array_equal(got, column, err_msg=name)
+
+
+def test_csv_all_numeric_features_are_one_matrix(tmp_path: Path) -> None:
+    arrays = read({"source": "csv", "path": str(DATA / "iris_train.csv"), "label": "species_id",
+                   "features": ["sepal_length", "petal_width"]})
+    assert arrays.x.shape == (120, 2) and arrays.x.dtype == np.float32
+    assert arrays.y.dtype == np.int64
+    streamed = read({"source": "csv", "path": str(DATA / "iris_train.csv"), "label": "species_id",
+                     "features": ["sepal_length", "petal_width"], "stream": True})
+    x, y = batches(streamed)
+    np.testing.assert_array_equal(x, arrays.x)
+    np.testing.assert_array_equal(y, arrays.y)
+
+
+def test_csv_without_header_takes_column_names(tmp_path: Path) -> None:
+    file = tmp_path / "t.csv"
+    file.write_text("1;2;0\n3;4;1\n")
+    arrays = read({"source": "csv", "path": str(file), "header": False, "delimiter": ";",
+                   "column_names": ["a", "b", "y"], "label": "y"})
+    np.testing.assert_array_equal(arrays.x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(arrays.y, [0, 1])
+    with pytest.raises(Exception, match="column_names"):
+        DataSection.model_validate({"train": {"source": "csv", "path": "t.csv", "header": False}})
+
+
+def test_csv_errors_name_the_key_path(tmp_path: Path) -> None:
+    message = error_of({**PENGUINS, "features": ["island", "bil_length_mm"]})
+    assert "data.train.features[1]: no column 'bil_length_mm'" in message
+    assert "did you mean 'bill_length_mm'" in message
+    message = error_of({**PENGUINS, "fill": {"sex": "unknown"}})
+    assert "column 'bill_length_mm' is missing ('NA')" in message
+    assert "data.train.fill.bill_length_mm" in message
+    message = error_of({**PENGUINS, "column_types": {"species": "string", "sex": "string"}})
+    assert "column 'island' is not a number: 'Torgersen'" in message
+    assert "data.train.column_types.island: string" in message
+    message = error_of({**PENGUINS, "label": "specie"})
+    assert "data.train.label: no column 'specie'" in message and "'species'" in message
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n3\n")
+    assert "ragged.csv line 3 has 1 fields, expected 2" in error_of(
+        {"source": "csv", "path": str(ragged), "label": "b"})
+    assert "data.train.path: file not found" in error_of(
+        {"source": "csv", "path": str(tmp_path / "nope.csv")})
+
+
+# --- npz / npy -------------------------------------------------------------------------------
+
+def test_npz_members_are_memory_mapped_when_stored(tmp_path: Path) -> None:
+    file = tmp_path / "d.npz"
+    np.savez(file, x=np.arange(12.0).reshape(6, 2), y=np.arange(6))
+    arrays = read({"source": "npz", "path": str(file)})
+    assert isinstance(arrays.x, np.memmap)
+    np.testing.assert_array_equal(arrays.x, np.arange(12.0).reshape(6, 2))
+    np.savez_compressed(file, x=np.arange(4.0), y=np.arange(4))
+    arrays = read({"source": "npz", "path": str(file)})
+    assert not isinstance(arrays.x, np.memmap)  # compressed: read whole, same values
+    np.testing.assert_array_equal(arrays.x, np.arange(4.0))
+
+
+def test_npy_files_are_memory_mapped(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.ones((5, 3), np.float32))
+    np.save(tmp_path / "y.npy", np.arange(5))
+    arrays = read({"source": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy")})
+    assert isinstance(arrays.x, np.memmap) and arrays.x.shape == (5, 3)
+
+
+def test_npz_wrong_key_and_mismatched_lengths(tmp_path: Path) -> None:
+    file = tmp_path / "d.npz"
+    np.savez(file, images=np.zeros((4, 2)), labels=np.arange(3))
+    message = error_of({"source": "npz", "path": str(file), "x": "image", "y": "labels"})
+    assert "data.train.x: no array 'image'" in message and "did you mean 'images'" in message
+    message = error_of({"source": "npz", "path": str(file), "x": "images", "y": "labels"})
+    assert "data.train: features and labels have different numbers of examples" in message
+    assert "x has 4, y has 3" in message
+
+
+# --- image_dir / text_dir --------------------------------------------------------------------
+
+def write_images(root: Path, per_class: int = 3) -> dict[str, list[np.ndarray]]:
+    from kexp.tf import tf
+
+    made: dict[str, list[np.ndarray]] = {}
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (4, 4, 1), dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+            made.setdefault(name, []).append(pixels)
+    return made
+
+
+def test_image_dir_reads_folders_as_keras_does(tmp_path: Path) -> None:
+    made = write_images(tmp_path / "imgs")
+    spec = {"source": "image_dir", "path": str(tmp_path / "imgs"), "image_size": [4, 4],
+            "color_mode": "grayscale"}
+    stream = read(spec)
+    assert stream.class_names == ["cat", "dog"] and len(stream) == 6
+    x, y = batches(stream)
+    np.testing.assert_array_equal(y, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(x, np.stack(made["cat"] + made["dog"]).astype(np.float32))
+    assert stream.files == [str(tmp_path / "imgs")]
+    assert [Path(n).name for n in stream.names] == ["0.png", "1.png", "2.png"] * 2
+
+
+def test_image_dir_errors(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", per_class=1)
+    (tmp_path / "imgs" / "dog" / "broken.png").write_bytes(b"not an image at all")
+    spec = {"source": "image_dir", "path": str(tmp_path / "imgs"), "image_size": [4, 4]}
+    message = error_of(spec)
+    assert "data.train.path: unreadable image" in message and "broken.png" in message
+    assert "data.train.path: folder not found" in error_of({**spec, "path": str(tmp_path / "no")})
+
+
+def test_text_dir_reads_one_folder_per_class(tmp_path: Path) -> None:
+    for label, texts in {"neg": ["bad", "awful"], "pos": ["good", "great", "fine"]}.items():
+        (tmp_path / "t" / label).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (tmp_path / "t" / label / f"{i}.txt").write_text(text)
+    stream = read({"source": "text_dir", "path": str(tmp_path / "t")})
+    x, y = batches(stream)
+    assert stream.class_names == ["neg", "pos"]
+    assert [t.decode() for t in x] == ["bad", "awful", "good", "great", "fine"]
+    np.testing.assert_array_equal(y, [0, 0, 1, 1, 1])
+
+
+# --- tfrecord --------------------------------------------------------------------------------
+
+def write_records(file: Path, n: int, compression: str | None = None) -> np.ndarray:
+    from kexp.tf import tf
+
+    values = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    options = tf.io.TFRecordOptions(compression_type=compression)
+    with tf.io.TFRecordWriter(str(file), options) as writer:
+        for i, row in enumerate(values):
+            feature = {
+                "features": tf.train.Feature(float_list=tf.train.FloatList(value=row)),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2])),
+                "png": tf.train.Feature(bytes_list=tf.train.BytesList(value=[
+                    tf.io.encode_png(np.full((2, 2, 1), i, np.uint8)).numpy()])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                         .SerializeToString())
+    return values
+
+
+def tfrecord_spec(files: Any, **extra: Any) -> dict[str, Any]:
+    return {"source": "tfrecord", "files": files, "x": "features", "y": "label",
+            "features": {"features": {"shape": [3]}, "label": {"dtype": "int64"}}, **extra}
+
+
+def test_tfrecord_files_glob_and_compression(tmp_path: Path) -> None:
+    a = write_records(tmp_path / "part-0.tfrecord.gz", 4, "GZIP")
+    b = write_records(tmp_path / "part-1.tfrecord.gz", 3, "GZIP")
+    stream = read(tfrecord_spec(str(tmp_path / "part-*.tfrecord.gz"), compression="gzip"))
+    assert len(stream) == 7 and stream.source_files == 2
+    x, y = batches(stream)
+    np.testing.assert_array_equal(x, np.concatenate([a, b]))
+    np.testing.assert_array_equal(y, [0, 1, 0, 1, 0, 1, 0])
+
+
+def test_tfrecord_decodes_images(tmp_path: Path) -> None:
+    write_records(tmp_path / "r.tfrecord", 3)
+    stream = read({"source": "tfrecord", "files": str(tmp_path / "r.tfrecord"), "x": "png",
+                   "features": {"png": {"dtype": "string", "decode": "image",
+                                        "shape": [2, 2, 1], "channels": 1}}})
+    x, y = batches(stream)
+    assert y is None and x.shape == (3, 2, 2, 1)
+    np.testing.assert_array_equal(x[:, 0, 0, 0], [0, 1, 2])
+
+
+def test_tfrecord_errors(tmp_path: Path) -> None:
+    write_records(tmp_path / "r.tfrecord", 2)
+    file = str(tmp_path / "r.tfrecord")
+    message = error_of({**tfrecord_spec(file), "x": "featurs",
+                        "features": {"featurs": {"shape": [3]}, "label": {"dtype": "int64"}}})
+    assert "data.train.features.featurs: the records have no feature 'featurs'" in message
+    assert "did you mean 'features'" in message
+    message = error_of(tfrecord_spec(file, features={"features": {"dtype": "int64", "shape": [3]},
+                                                     "label": {"dtype": "int64"}}))
+    assert "data.train.features.features.dtype" in message and "float32" in message
+    assert "data.train.files: no file matches" in error_of(tfrecord_spec(str(tmp_path / "*.gz")))
+    assert "data.train.files" in error_of(tfrecord_spec(file, compression="gzip"))
+    with pytest.raises(Exception, match="features does not declare"):
+        DataSection.model_validate({"train": tfrecord_spec(file, y="lbl")})
+
+
+# --- keras.datasets --------------------------------------------------------------------------
+
+@pytest.fixture
+def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Keras cache (Keras reads KERAS_HOME once, at import: patch what it read)."""
+    from keras.src.backend import config
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras"))
+    return tmp_path / "keras" / "datasets"
+
+
+def test_keras_dataset_from_a_pre_placed_cache_file(keras_home: Path) -> None:
+    folder = keras_home / "fashion-mnist"
+    folder.mkdir(parents=True)
+    images = {"train": np.arange(3 * 784, dtype=np.uint8).reshape(3, 28, 28),
+              "t10k": np.full((2, 28, 28), 7, np.uint8)}
+    labels = {"train": np.array([1, 9, 0], np.uint8), "t10k": np.array([3, 4], np.uint8)}
+    for part in ("train", "t10k"):  # the idx layout keras.datasets.fashion_mnist reads
+        with gzip.open(folder / f"{part}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 8 + labels[part].tobytes())
+        with gzip.open(folder / f"{part}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 16 + images[part].tobytes())
+    train = read({"source": "keras", "name": "fashion_mnist"})
+    np.testing.assert_array_equal(train.x, images["train"])
+    np.testing.assert_array_equal(train.y, labels["train"])
+    assert train.class_names[9] == "Ankle boot" and len(train.files) == 4
+    test = read({"source": "keras", "name": "fashion_mnist", "part": "test"})
+    np.testing.assert_array_equal(test.y, labels["t10k"])
+
+
+def test_keras_dataset_not_cached_says_where_to_put_it(keras_home: Path) -> None:
+    message = error_of({"source": "keras", "name": "mnist"})
+    assert "data.train.name: keras dataset 'mnist' is not in the Keras cache" in message
+    assert str(keras_home / "mnist.npz") in message and "mnist.npz" in message
+    message = error_of({"source": "keras", "name": "imdb", "options": {"num_word": 10}})
+    assert "data.train.options.num_word" in message and "did you mean 'num_words'" in message
+
+
+# --- tfds ------------------------------------------------------------------------------------
+
+def test_tfds_without_the_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if absent
+    message = error_of({"source": "tfds", "name": "mnist"})
+    assert "data.train.source: source 'tfds' needs the optional package tensorflow-datasets" in message
+    assert "pip install 'kexp[tfds]'" in message
+
+
+# --- python ----------------------------------------------------------------------------------
+
+MODULE = '''
+import numpy as np
+import tensorflow as tf
+
+def arrays(n=4):
+    return np.arange(n * 2, dtype="float32").reshape(n, 2), np.arange(n) % 2
+
+def as_dict():
+    return {"x": np.zeros((3, 1)), "y": np.ones(3)}
+
+def dataset(n=5):
+    x = np.arange(n * 2, dtype="float32").reshape(n, 2)
+    return tf.data.Dataset.from_tensor_slices((x, np.arange(n) % 2)).filter(lambda a, b: True)
+
+def broken():
+    raise RuntimeError("no data today")
+
+def wrong():
+    return "text"
+'''
+
+
+def test_python_source_returns_arrays_or_a_dataset(tmp_path: Path) -> None:
+    module = tmp_path / "make_data.py"
+    module.write_text(MODULE)
+    arrays = read({"source": "python", "function": f"{module}:arrays", "kwargs": {"n": 6}})
+    assert isinstance(arrays, Arrays) and len(arrays) == 6 and arrays.files == [str(module)]
+    assert len(read({"source": "python", "function": f"{module}:as_dict"})) == 3
+    stream = read({"source": "python", "function": f"{module}:dataset"})
+    assert len(stream) == 5  # unknown cardinality (filter): counted once
+    x, y = batches(stream)
+    np.testing.assert_array_equal(y, [0, 1, 0, 1, 0])
+
+
+def test_python_source_errors(tmp_path: Path) -> None:
+    module = tmp_path / "make_data.py"
+    module.write_text(MODULE)
+    message = error_of({"source": "python", "function": f"{module}:arrayz"})
+    assert "data.train.function" in message and "did you mean 'arrays'" in message
+    assert "broken() raised RuntimeError: no data today" in error_of(
+        {"source": "python", "function": f"{module}:broken"})
+    assert "returned str" in error_of({"source": "python", "function": f"{module}:wrong"})
+    assert "cannot import module 'no_such_module_here'" in error_of(
+        {"source": "python", "function": "no_such_module_here:load"})
