@@ -148,12 +148,15 @@ def env_report(
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
     debug: bool = DebugOption,
 ) -> None:
-    """Show the software and hardware a run here would record in its manifest."""
+    """Show the software and hardware a run here would record in its manifest, and what
+    each distribution strategy would see (devices, replicas, TF_CONFIG, XLA, mixed precision)."""
 
     def action() -> None:
         from kexp.environment import collect, render
+        from kexp.hardware.report import strategy_report
 
         record = collect()
+        record["hardware"] = strategy_report()
         if as_json:
             print(json.dumps(record, indent=2))
         else:
@@ -175,7 +178,7 @@ def validate(
         loaded = load_config(config)
         from kexp.training.run import prepare
 
-        _, _, model = prepare(loaded)
+        _, _, model = prepare(loaded, connect=False)  # no cluster server, no TPU
         model.summary(print_fn=lambda line, **_: out.print(line, markup=False, highlight=False))
         out.print(f"[green]ok:[/green] {config} is valid")
 

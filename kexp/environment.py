@@ -467,6 +467,11 @@ def render(record: Mapping[str, Any], console: Console) -> None:
         device_table.add_row("-", "no devices reported", "-", "-", "-")
     console.print(device_table)
 
+    if record.get("hardware"):  # added by `kexp env-report`: what each strategy would see
+        from kexp.hardware.report import render_hardware  # noqa: PLC0415 - imports TF
+
+        render_hardware(record["hardware"], console)
+
     packages = record.get("packages")
     if packages is None:
         console.print("Installed packages: not recorded")

@@ -13,10 +13,19 @@ so every layer computes in 16 bits and keeps float32 variables. Two things make 
 
 The policy is process-wide: :func:`set_policy` is called for every run, ``none`` included,
 so one run's policy never leaks into the next one in the same process.
+
+Reloading: every layer's policy is saved with the model, so ``keras.models.load_model``
+predicts the same under any global policy. The loss-scale wrapper is not saved, though:
+Keras re-wraps the optimizer only when the global policy is ``mixed_float16`` at load time,
+and otherwise drops the optimizer state with a warning. :func:`load_model` sets the saved
+policy around the load, for resuming training from a float16 model or checkpoint.
 """
 
 from __future__ import annotations
 
+import json
+import zipfile
+from pathlib import Path
 from typing import Any
 
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -73,3 +82,31 @@ def describe(model: Any) -> dict[str, Any]:
             getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer
         ),
     }
+
+
+def saved_policy(path: str | Path) -> str | None:
+    """The model-level dtype policy stored in a ``.keras`` archive (None if not recorded)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
+    dtype = (config.get("config") or {}).get("dtype")
+    if isinstance(dtype, dict):
+        return (dtype.get("config") or {}).get("name")
+    return dtype if isinstance(dtype, str) else None
+
+
+def load_model(path: str | Path, **kwargs: Any) -> Any:
+    """``keras.models.load_model`` under the model's own policy (keeps float16 loss scaling
+    and its optimizer state); the global policy is restored afterwards."""
+    from kexp.tf import keras
+
+    policy = saved_policy(path) if str(path).endswith(".keras") else None
+    previous = keras.mixed_precision.dtype_policy()
+    if policy:
+        keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        return keras.models.load_model(path, **kwargs)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)

@@ -114,7 +114,7 @@ def strategy_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         {"name": "tpu", "replicas": len(tpus), "devices": tpus,
          "note": "" if tpus else "no TPU visible (set hardware.tpu to connect to one)"},
     ]
-    auto = choose(HardwareSection(), Devices(gpus, tpus, len(cpus)))
+    auto = choose(HardwareSection(), Devices(gpus, tpus, len(cpus)), env)
     auto_replicas = next(s["replicas"] for s in strategies if s["name"] == auto)
     return {
         "strategies": strategies,

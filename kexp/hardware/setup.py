@@ -12,11 +12,16 @@
 4. batch semantics: ``data.batch_size`` becomes the global batch, checked against the
    replica count (:mod:`kexp.hardware.batch`);
 5. the Keras dtype policy for mixed precision (:mod:`kexp.hardware.precision`).
+
+XLA and TensorFlow's op determinism exclude each other: Keras turns ``jit_compile`` off with
+only a warning when determinism is on. kexp refuses the combination instead of running a
+different configuration than the one asked for.
 """
 
 from __future__ import annotations
 
 from kexp.config.schema import ExperimentConfig
+from kexp.errors import ConfigError
 from kexp.hardware.batch import global_batch
 from kexp.hardware.cluster import agree_on_seed
 from kexp.hardware.precision import set_policy
@@ -28,6 +33,7 @@ def setup_hardware(
     config: ExperimentConfig, *, connect: bool = True
 ) -> tuple[ExperimentConfig, StrategyInfo]:
     """The config as the run will use it (seed, global batch, TPU rules) and the strategy."""
+    _check_xla(config)
     info = make_strategy(config.hardware, connect=connect)
     notes: list[str] = []
     if config.seed is None:
@@ -49,3 +55,24 @@ def setup_hardware(
     if notes:
         info.facts["notes"] = notes
     return config, info
+
+
+def _check_xla(config: ExperimentConfig) -> None:
+    if not config.hardware.jit_compile:
+        return
+    if config.deterministic:
+        raise ConfigError.single(
+            ("hardware", "jit_compile"),
+            "XLA cannot run with deterministic: true (TensorFlow's op determinism does not "
+            "cover XLA-compiled ops, and Keras would silently train without XLA); set one "
+            "of them to false",
+        )
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    if is_op_determinism_enabled():
+        raise ConfigError.single(
+            ("hardware", "jit_compile"),
+            "an earlier run in this process turned TensorFlow's op determinism on (TensorFlow "
+            "has no public way to turn it off), so XLA would be silently skipped; run in a "
+            "fresh process",
+        )

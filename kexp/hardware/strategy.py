@@ -18,7 +18,7 @@ Everything that creates variables (model, optimizer, metrics) must then be built
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from kexp.config.schema.hardware import HardwareSection
 from kexp.hardware import keras_20585
@@ -84,19 +84,22 @@ class StrategyInfo:
             out["jit_compile"] = bool(getattr(self.model, "jit_compile", False))
             out["steps_per_execution"] = int(getattr(self.model, "steps_per_execution", 1))
         patched = keras_20585.installed()
-        if patched:
+        if patched and self.name == "multi_worker_mirrored":
             out["keras_workaround"] = {"issue": "keras-team/keras#20585", "patched": list(patched)}
         return out
 
 
-def choose(hardware: HardwareSection, devices: Devices | None = None) -> str:
+def choose(
+    hardware: HardwareSection, devices: Devices | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The strategy ``auto`` stands for (``devices`` known, or before configuring them)."""
     kind = hardware.strategy
     if kind != "auto":
         return kind
     if hardware.accelerator == "tpu" or hardware.tpu is not None:
         return "tpu"
-    if several_workers(hardware.cluster):
+    if several_workers(hardware.cluster, env):
         return "multi_worker_mirrored"
     if devices is None:
         return "auto"

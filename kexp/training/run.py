@@ -34,10 +34,11 @@ from kexp.data.splits import Splits, load_splits
 from kexp.display import RichProgress, console as progress_console, metrics_table
 from kexp.environment import collect
 from kexp.errors import ConfigError, TrainingFailed
-from kexp.hardware import StrategyInfo, make_strategy
+from kexp.hardware import StrategyInfo, setup_hardware
+from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
-from kexp.seeding import draw_seed, seed_everything
+from kexp.seeding import seed_everything
 from kexp.tf import keras
 from kexp.training.artifacts import save_model, write_json, write_text
 from kexp.training.callbacks import build_callbacks
@@ -59,18 +60,20 @@ def _as_loaded(config: str | Path | LoadedConfig) -> LoadedConfig:
     return config if isinstance(config, LoadedConfig) else load_config(config)
 
 
-def prepare(loaded: LoadedConfig) -> tuple[ExperimentConfig, StrategyInfo, Any]:
+def prepare(
+    loaded: LoadedConfig, *, connect: bool = True
+) -> tuple[ExperimentConfig, StrategyInfo, Any]:
     """Seed, create the strategy, build and compile the model: everything before data.
 
     Raises ConfigError (with every Keras-level mistake) before anything is written.
     """
     config = loaded.config
-    if config.seed is None:
-        config = config.model_copy(update={"seed": draw_seed()})
+    # devices, strategy, seed (shared by all workers), global batch, dtype policy;
+    # connect=False (validate) creates no multi-worker/TPU strategy
+    config, info = setup_hardware(config, connect=connect)
     seed_everything(config.seed, config.deterministic)
-    info = make_strategy(config.hardware)
     with info.strategy.scope():
-        model = build_model(config)
+        model = info.adapt_model(build_model(config))  # float32 outputs under mixed precision
         compile_model(model, config)
     # Construct the callbacks once against a scratch directory: a bad callback argument is
     # found now, before a run directory exists. (Constructors do not write files.)
@@ -199,7 +202,10 @@ def train(
     from kexp.training.rundir import new_run_dir
 
     root = Path(output_root) if output_root is not None else Path(config_obj.output.root)
-    run_dir = new_run_dir(root, config_obj.name).resolve()
+    say.print(info.summary())
+    # only the chief writes the run directory; other workers write a scratch copy, removed
+    scratch = None if info.is_chief else scratch_root(info.cluster)
+    run_dir = new_run_dir(scratch or root, config_obj.name).resolve()
     resolved = config_obj.model_dump(mode="json")
     write_text(run_dir / "config.yaml", dump(resolved))
     manifest = Manifest.start(
@@ -219,6 +225,8 @@ def train(
     except BaseException as exc:
         manifest.finish("failed", exc)
         raise
+    finally:
+        release(scratch)
     return run
 
 

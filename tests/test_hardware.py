@@ -1,0 +1,265 @@
+"""Hardware in real runs: mixed precision, XLA, the strategy record, validate without
+connecting, TPU errors through the CLI, env-report, and the keras#20585 patch's delegation."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import yaml
+from rich.console import Console
+
+from conftest import DATA, assert_user_error, cli, shipped, write_config
+
+
+@pytest.fixture(autouse=True)
+def float32_policy() -> Iterator[None]:
+    """The dtype policy is process-wide: leave it as the other tests expect it."""
+    yield
+    from kexp.tf import keras
+
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def iris(tmp_path: Path, epochs: int = 1, **hardware: Any) -> Path:
+    config = shipped("iris_mlp.yaml", train={"epochs": epochs}, callbacks=[],
+                     output={"root": str(tmp_path / "experiments"), "tensorboard": False},
+                     hardware=hardware)
+    return write_config(tmp_path / "iris.yaml", config)
+
+
+def train(path: Path) -> Any:
+    from kexp.training.run import train as run_train
+
+    return run_train(path, out=Console(file=io.StringIO()))
+
+
+def manifest(run: Any) -> dict[str, Any]:
+    return json.loads((run.directory / "manifest.json").read_text())
+
+
+def iris_test_features() -> np.ndarray:
+    import csv
+
+    with open(DATA / "iris_test.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    return np.array([[float(r[n]) for n in names] for r in rows], dtype="float32")
+
+
+@pytest.mark.parametrize("mode, policy, scaled", [
+    ("float16", "mixed_float16", True),
+    ("bfloat16", "mixed_bfloat16", False),
+])
+def test_mixed_precision_trains_saves_and_reloads(tmp_path: Path, mode: str, policy: str,
+                                                  scaled: bool) -> None:
+    from kexp.tf import keras
+
+    run = train(iris(tmp_path, mixed_precision=mode))
+    record = manifest(run)["strategy"]
+    assert record["mixed_precision"] == mode
+    assert record["precision"] == {"policy": policy, "output_dtypes": ["float32"],
+                                   "loss_scaling": scaled}
+    model = run.model
+    assert [layer.dtype_policy.name for layer in model.layers] == [policy, policy, "float32"]
+    assert model.layers[0].kernel.dtype == "float32"  # variables stay float32
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) is scaled
+    assert np.isfinite(run.history["loss"]).all()
+
+    x = iris_test_features()
+    expected = model.predict(x, verbose=0)
+    assert expected.dtype == np.float32
+    keras.mixed_precision.set_dtype_policy("float32")  # reload must not depend on the global
+    for fmt in ("keras", "h5"):
+        loaded = keras.models.load_model(run.directory / f"model.{fmt}")
+        assert loaded.layers[0].dtype_policy.name == policy
+        assert loaded.layers[-1].dtype_policy.name == "float32"
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+
+    # to resume training, kexp's loader keeps the loss scaling and the optimizer state
+    from kexp.hardware.precision import load_model
+
+    resumed = load_model(run.directory / "model.keras")
+    assert isinstance(resumed.optimizer, keras.optimizers.LossScaleOptimizer) is scaled
+    assert len(resumed.optimizer.variables) == len(model.optimizer.variables)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+
+
+def test_float32_outputs_leaves_a_float32_model_alone() -> None:
+    from kexp.hardware.precision import float32_outputs, set_policy
+    from kexp.tf import keras
+
+    def build() -> Any:
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
+                                 keras.layers.Dense(2, activation="softmax", name="out")])
+
+    set_policy("none")
+    model = build()
+    assert float32_outputs(model) is model
+    set_policy("float16")
+    cloned = float32_outputs(build())
+    assert [layer.name for layer in cloned.layers] == ["hidden", "out"]
+    assert [layer.compute_dtype for layer in cloned.layers] == ["float16", "float32"]
+
+
+@pytest.fixture
+def no_op_determinism() -> Iterator[None]:
+    """Op determinism is process-wide and an earlier test's run may have turned it on."""
+    from tensorflow.python.framework import config
+
+    was = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    yield
+    if was:
+        config.enable_op_determinism()
+
+
+def test_xla_and_steps_per_execution_reach_compile_and_the_manifest(
+        tmp_path: Path, no_op_determinism: None) -> None:
+    path = iris(tmp_path, jit_compile=True, steps_per_execution=3)
+    config = yaml.safe_load(path.read_text())
+    config["deterministic"] = False  # XLA and op determinism exclude each other
+    run = train(write_config(path, config))
+    assert run.model.jit_compile is True and run.model.steps_per_execution == 3
+    record = manifest(run)["strategy"]
+    assert record["jit_compile"] is True and record["steps_per_execution"] == 3
+    assert np.isfinite(run.history["loss"]).all()
+
+
+def test_xla_with_determinism_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    from kexp.errors import ConfigError
+
+    path = iris(tmp_path, jit_compile=True)  # the shipped iris config is deterministic
+    with pytest.raises(ConfigError) as info:
+        train(path)
+    issue = info.value.issues[0]
+    assert issue.path == ("hardware", "jit_compile") and issue.line is not None
+    assert "XLA cannot run with deterministic: true" in issue.message
+
+
+def test_strategy_record_of_a_plain_run(tmp_path: Path) -> None:
+    from kexp.config import load_config
+    from kexp.training.run import prepare
+
+    config, info, _ = prepare(load_config(iris(tmp_path)))
+    record = info.record()
+    assert (record["name"], record["replicas"], record["class"]) == ("default", 1,
+                                                                     "_DefaultDistributionStrategy")
+    assert record["batch"] == {"global": 16, "per_replica": 16, "replicas": 1,
+                               "given_as": "global"}
+    assert record["precision"]["policy"] == "float32" and "keras_workaround" not in record
+    _, info, _ = prepare(load_config(iris(tmp_path, strategy="one_device")))
+    assert (info.name, info.replicas, info.devices) == (
+        "one_device", 1, ["/job:localhost/replica:0/task:0/device:CPU:0"])
+    assert info.is_chief and "1 replica(s)" in info.summary()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_validate_does_not_join_the_cluster(tmp_path: Path) -> None:
+    from kexp.config import load_config
+    from kexp.training.run import prepare
+
+    port = free_port()
+    path = iris(tmp_path, strategy="multi_worker_mirrored",
+                cluster={"workers": [f"localhost:{port}", "localhost:1"], "task_index": 0})
+    _, info, model = prepare(load_config(path), connect=False)
+    assert (info.name, info.connected) == ("multi_worker_mirrored", False)
+    assert model.built
+    with socket.socket() as sock:  # no gRPC server was started on the worker's port
+        sock.bind(("localhost", port))
+
+
+def test_cpu_devices_after_tensorflow_started_is_an_error() -> None:
+    from kexp.config.schema.hardware import HardwareSection
+    from kexp.errors import ConfigError
+    from kexp.hardware.devices import configure_devices
+    from kexp.tf import tf
+
+    count = len(tf.config.list_logical_devices("CPU"))  # TensorFlow has started here
+    configure_devices(HardwareSection(cpu_devices=count))  # what it already has: fine
+    with pytest.raises(ConfigError) as info:
+        configure_devices(HardwareSection(cpu_devices=count + 1))
+    assert info.value.issues[0].path == ("hardware", "cpu_devices")
+    assert "before TensorFlow starts" in str(info.value)
+
+
+def test_missing_tpu_stops_the_cli_with_exit_2(tmp_path: Path) -> None:
+    path = iris(tmp_path, tpu="local")
+    lines = path.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip().startswith("tpu:"))
+    done = cli(["train", path])
+    assert_user_error(done, "hardware.tpu", "cannot initialise the TPU 'local'",
+                      f"iris.yaml:{line}")
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_keras_20585_patch_delegates_outside_multi_worker() -> None:
+    from keras.src.backend.tensorflow import trainer
+
+    from kexp.hardware import keras_20585
+    from kexp.tf import keras, tf
+
+    assert keras_20585.needed("3.15.1") and keras_20585.needed("3.0.0")
+    assert not keras_20585.needed("2.15.0")
+    original = trainer.reduce_per_replica
+    try:
+        assert keras_20585.install()
+        assert keras_20585.install()  # idempotent: one wrapper, not two
+        assert trainer.reduce_per_replica.__wrapped__ is original
+        assert keras_20585.installed() == ("reduce", "symbolic_build")
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with strategy.scope():  # the Keras path of a single-machine strategy still works
+            model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+            model.compile("sgd", "mse")
+        history = model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=4, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+    finally:
+        keras_20585.uninstall()
+    assert trainer.reduce_per_replica is original and keras_20585.installed() == ()
+
+
+def test_fixed_keras_version_turns_the_patch_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kexp.hardware import keras_20585
+
+    monkeypatch.setattr(keras_20585, "FIXED_IN", (3, 16))
+    assert keras_20585.needed("3.15.1") and not keras_20585.needed("3.16.0")
+
+
+def test_strategy_report_sees_the_cluster_of_tf_config() -> None:
+    from kexp.hardware.report import render_hardware, strategy_report
+
+    report = strategy_report(env={})
+    names = [s["name"] for s in report["strategies"]]
+    assert names == ["default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"]
+    assert report["auto"] == {"strategy": "default", "replicas": 1}
+    assert report["xla"]["usable"] is True
+    assert report["mixed_precision"]["bfloat16"]["runs"] is True
+    cluster = {"cluster": {"worker": ["a:1", "b:2", "c:3"]}, "task": {"type": "worker",
+                                                                    "index": 2}}
+    report = strategy_report(env={"TF_CONFIG": json.dumps(cluster)})
+    assert report["auto"] == {"strategy": "multi_worker_mirrored", "replicas": 3}
+    assert report["tf_config"] == cluster
+    text = io.StringIO()
+    render_hardware(report, Console(file=text, width=120))
+    assert "multi_worker_mirrored (auto)" in text.getvalue()
+    assert "TF_CONFIG: 3 worker(s), this is worker 2" in text.getvalue()
+    assert "XLA (jit_compile): usable" in text.getvalue()
+
+
+def test_env_report_cli_includes_the_strategies() -> None:
+    done = cli(["env-report", "--json"])
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["hardware"]["auto"]["strategy"] == "default"
+    assert {"float16", "bfloat16"} == set(record["hardware"]["mixed_precision"])
+    assert record["hardware"]["tf_config"] is None

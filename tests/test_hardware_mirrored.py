@@ -1,0 +1,112 @@
+"""MirroredStrategy for real on 2 logical CPU devices (``hardware.cpu_devices: 2``).
+
+The CPU can only be split before TensorFlow starts its devices, so the runs happen in one
+fresh process: a single-device run, a mirrored run at the same global batch, and a mirrored
+run given the batch per replica (picked by ``strategy: auto``); the losses and final weights
+must agree. A global batch that does not split over the replicas must be refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shipped, write_config
+
+SCRIPT = r"""
+import io, json, sys
+import yaml
+from rich.console import Console
+from kexp.errors import ConfigError
+from kexp.training.run import train
+
+results = {}
+for path in sys.argv[1:]:
+    try:
+        run = train(path, out=Console(file=io.StringIO()))
+    except ConfigError as exc:
+        results[path] = {"error": str(exc)}
+        continue
+    results[path] = {
+        "history": run.history,
+        "weights": [w.tolist() for w in run.model.get_weights()],
+        "manifest": json.loads((run.directory / "manifest.json").read_text()),
+        "config": yaml.safe_load((run.directory / "config.yaml").read_text()),
+    }
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def config(tmp_path: Path, name: str, batch: int, **hardware: Any) -> Path:
+    data = shipped("iris_mlp.yaml", train={"epochs": 2}, callbacks=[],
+                   output={"root": str(tmp_path / "experiments"), "tensorboard": False,
+                           "formats": ["keras"]},
+                   hardware={"cpu_devices": 2, **hardware})
+    data["data"]["batch_size"] = batch
+    return write_config(tmp_path / f"{name}.yaml", data)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("mirrored")
+    paths = {
+        "single": config(tmp, "single", 16, strategy="one_device"),
+        "mirrored": config(tmp, "mirrored", 16, strategy="mirrored"),
+        "per_replica": config(tmp, "per_replica", 8, batch_per_replica=True),  # auto
+        "indivisible": config(tmp, "indivisible", 15, strategy="mirrored"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, paths.values())],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert done.returncode == 0 and lines, done.stdout + done.stderr
+    results = json.loads(lines[-1][len("RESULTS "):])
+    return {name: results[str(path)] for name, path in paths.items()}
+
+
+def test_mirrored_runs_on_two_replicas(runs: dict[str, Any]) -> None:
+    strategy = runs["mirrored"]["manifest"]["strategy"]
+    assert (strategy["name"], strategy["replicas"], strategy["class"]) == (
+        "mirrored", 2, "MirroredStrategy")
+    assert [d.rsplit("/", 1)[-1] for d in strategy["devices"]] == ["device:CPU:0",
+                                                                   "device:CPU:1"]
+    assert strategy["batch"] == {"global": 16, "per_replica": 8, "replicas": 2,
+                                 "given_as": "global"}
+    assert runs["single"]["manifest"]["strategy"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("other", ["mirrored", "per_replica"])
+def test_loss_curve_and_weights_match_a_single_device(runs: dict[str, Any], other: str) -> None:
+    single, mirrored = runs["single"], runs[other]
+    for key in ("loss", "val_loss", "accuracy"):
+        np.testing.assert_allclose(mirrored["history"][key], single["history"][key],
+                                   rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(single["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-5)
+
+
+def test_auto_picks_mirrored_and_the_batch_per_replica_becomes_global(
+        runs: dict[str, Any]) -> None:
+    manifest = runs["per_replica"]["manifest"]
+    assert manifest["strategy"]["name"] == "mirrored"
+    assert manifest["strategy"]["batch"] == {"global": 16, "per_replica": 8, "replicas": 2,
+                                             "given_as": "per_replica"}
+    # the saved config holds the global batch actually used, so a rerun repeats the run
+    saved = runs["per_replica"]["config"]
+    assert saved["data"]["batch_size"] == 16 and saved["hardware"]["batch_per_replica"] is False
+
+
+def test_indivisible_global_batch_is_refused(runs: dict[str, Any]) -> None:
+    error = runs["indivisible"]["error"]
+    assert "data.batch_size: the global batch size 15 does not split over the 2 replicas " \
+           "of the mirrored strategy" in error
+    assert "14 or 16" in error and "indivisible.yaml:" in error
