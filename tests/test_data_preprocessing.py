@@ -1,0 +1,112 @@
+"""Preprocessing layers: adapted on the training split only, saved inside the model, so a
+saved model given raw input computes what training saw; augmentation only in training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from conftest import DATA, shipped, write_config
+from kexp.errors import ConfigError
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"))
+
+
+def train(config: dict, tmp_path: Path):
+    from kexp.training.run import train as run_train
+
+    return run_train(write_config(tmp_path / "config.yaml", config), out=quiet())
+
+
+def digits(tmp_path: Path, preprocessing: dict, **extra: object) -> dict:
+    config = shipped(
+        "digits_cnn.yaml", train={"epochs": 1}, callbacks=[], checkpoint={"monitor": None},
+        output={"root": str(tmp_path / "experiments"), "formats": ["keras", "h5"]}, **extra,
+    )
+    config["data"]["preprocessing"] = preprocessing
+    config["data"]["validation"] = {"split": 0.3}
+    config["model"]["sequential"]["layers"] = [  # small: the test is about the data
+        {"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]
+    return config
+
+
+def test_normalization_adapts_on_the_training_split_and_is_saved_in_the_model(tmp_path: Path) -> None:
+    from kexp.tf import keras
+
+    run = train(digits(tmp_path, {"layers": [{"Normalization": {}}]}), tmp_path)
+    with np.load(DATA / "digits_train.npz") as data:
+        images = data["images"]
+    with np.load(run.directory / "splits.npz") as saved:
+        train_index = saved["train"]
+    normalization = next(l for l in run.model.layers if isinstance(l, keras.layers.Normalization))
+    mean = float(np.asarray(normalization.mean).ravel()[0])
+    assert mean == pytest.approx(float(images[train_index].mean()), rel=1e-5)
+    assert mean != pytest.approx(float(images.mean()), rel=1e-5)  # validation not seen
+
+    with np.load(DATA / "digits_test.npz") as data:
+        raw = data["images"][:20]
+    expected = run.model.predict(raw, verbose=0)
+    for name in ("model.keras", "model.h5"):
+        loaded = keras.models.load_model(run.directory / name)
+        np.testing.assert_allclose(loaded.predict(raw, verbose=0), expected, rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+
+
+def test_penguins_predict_takes_raw_csv_rows_and_reports_species(tmp_path: Path) -> None:
+    from kexp.evaluation import evaluate
+    from kexp.prediction import predict
+
+    config = shipped("penguins_mlp.yaml", train={"epochs": 2}, callbacks=[],
+                     output={"root": str(tmp_path / "experiments"), "formats": ["keras"]})
+    run = train(config, tmp_path)
+    columns = predict(run.directory, DATA / "penguins_test.csv")
+    assert list(columns)[:3] == ["prob_Adelie", "prob_Chinstrap", "prob_Gentoo"]
+    assert set(columns["predicted_label"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+    assert len(columns["predicted_label"]) == 69
+    result = evaluate(run.directory, out=quiet())
+    assert result["examples"] == 69
+    assert result["metrics"]["accuracy"] == pytest.approx(run.test_metrics["accuracy"])
+
+
+def test_augmentation_acts_in_training_only(tmp_path: Path) -> None:
+    from kexp.tf import keras
+
+    config = digits(tmp_path, {"augmentation": [{"RandomFlip": {"mode": "horizontal", "seed": 1}},
+                                                {"RandomTranslation": {"height_factor": 0.3,
+                                                                       "width_factor": 0.3}}]})
+    config["output"]["formats"] = ["keras"]
+    run = train(config, tmp_path)
+    with np.load(DATA / "digits_test.npz") as data:
+        raw = data["images"][:16]
+    loaded = keras.models.load_model(run.directory / "model.keras")
+    first = loaded.predict(raw, verbose=0)
+    np.testing.assert_array_equal(first, loaded.predict(raw, verbose=0))
+    np.testing.assert_allclose(first, np.asarray(loaded(raw, training=False)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(loaded(raw, training=True)), first, atol=1e-4)
+
+
+def test_preprocessing_mistakes_are_config_errors(tmp_path: Path) -> None:
+    penguins = shipped("penguins_mlp.yaml", output={"root": str(tmp_path / "e"), "formats": ["keras", "h5"]})
+    with pytest.raises(ConfigError, match=r"output\.formats: the \.h5 format cannot hold"):
+        train(penguins, tmp_path)
+    penguins["output"]["formats"] = ["keras"]
+    columns = penguins["data"]["preprocessing"]["columns"]
+    columns["islnd"] = columns.pop("island")
+    with pytest.raises(ConfigError) as caught:
+        train(penguins, tmp_path)
+    assert "data.preprocessing.columns.islnd: no feature column 'islnd'" in str(caught.value)
+    assert "did you mean 'island'" in str(caught.value)
+    columns["island"] = columns.pop("islnd")
+    penguins["model"]["sequential"]["input"]["shape"] = [9]
+    with pytest.raises(ConfigError, match=r"data\.preprocessing: the preprocessed features have "
+                                          r"shape \(12\)"):
+        train(penguins, tmp_path)
+    wrong = digits(tmp_path, {"columns": {"x": [{"Normalization": {}}]}})
+    with pytest.raises(ConfigError, match="the features are one array, not named columns"):
+        train(wrong, tmp_path)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "experiments").exists()
