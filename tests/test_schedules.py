@@ -1,0 +1,201 @@
+"""Learning-rate schedules from YAML: every Keras built-in, custom ones, lengths in epochs
+converted with the real steps per epoch, warmup, and the ReduceLROnPlateau conflict."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shipped, write_config
+from kexp.config import load_config
+from kexp.errors import ConfigError
+
+PATH = ("compile", "optimizer")
+
+
+def _optimizer(schedule: dict, steps_per_epoch: int | None = 10, optimizer: str = "SGD"):
+    from kexp.model.schedules import make_optimizer
+
+    return make_optimizer({optimizer: {"learning_rate": schedule}}, PATH, steps_per_epoch)
+
+
+def _schedule(schedule: dict, steps_per_epoch: int | None = 10):
+    optimizer = _optimizer(schedule, steps_per_epoch)
+    from kexp.tf import keras
+
+    config = optimizer.get_config()["learning_rate"]
+    return keras.optimizers.schedules.deserialize(config)
+
+
+def _rates(schedule, steps) -> list[float]:
+    return [float(schedule(step)) for step in steps]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_epochs": 2, "decay_rate": 0.5}},
+     {"decay_steps": 20}),
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epochs": 3}}, {"decay_steps": 30}),
+    ({"PiecewiseConstantDecay": {"boundary_epochs": [1, 2.5], "values": [0.1, 0.01, 0.001]}},
+     {"boundaries": [10, 25]}),
+    ({"PolynomialDecay": {"initial_learning_rate": 0.1, "decay_epochs": 4}}, {"decay_steps": 40}),
+    ({"InverseTimeDecay": {"initial_learning_rate": 0.1, "decay_epochs": 1, "decay_rate": 1.0}},
+     {"decay_steps": 10}),
+    ({"CosineDecayRestarts": {"initial_learning_rate": 0.1, "first_decay_epochs": 0.5}},
+     {"first_decay_steps": 5}),
+    ({"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_steps": 7, "decay_rate": 0.5}},
+     {"decay_steps": 7}),
+])
+def test_builtin_schedules_with_lengths_in_epochs(spec: dict, expected: dict) -> None:
+    config = _schedule(spec, steps_per_epoch=10).get_config()
+    for key, value in expected.items():
+        assert config[key] == value
+
+
+def test_schedule_values_follow_the_converted_steps() -> None:
+    decay = _schedule({"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_epochs": 2,
+                                            "decay_rate": 0.5, "staircase": True}}, 10)
+    assert _rates(decay, [0, 19, 20, 40]) == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    piecewise = _schedule({"PiecewiseConstantDecay": {"boundary_epochs": [1, 2],
+                                                      "values": [1.0, 0.5, 0.25]}}, 10)
+    assert _rates(piecewise, [0, 10, 11, 20, 21]) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25])
+
+
+def test_cosine_decay_with_and_without_warmup() -> None:
+    """Warmup climbs linearly to warmup_target over warmup_epochs, then the cosine decays over
+    decay_epochs (Keras counts decay after warmup); without warmup it starts at the top."""
+    warm = _schedule({"CosineDecay": {"initial_learning_rate": 0.0, "warmup_target": 1.0,
+                                      "warmup_epochs": 1, "decay_epochs": 10, "alpha": 0.1}}, 8)
+    config = warm.get_config()
+    assert (config["warmup_steps"], config["decay_steps"]) == (8, 80)
+    rates = _rates(warm, [0, 4, 8, 48, 88, 200])
+    assert rates[:3] == pytest.approx([0.0, 0.5, 1.0])
+    assert rates[3] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6)  # half way through the cosine
+    assert rates[4:] == pytest.approx([0.1, 0.1], abs=1e-6)  # alpha * warmup_target after the end
+
+    cold = _schedule({"CosineDecay": {"initial_learning_rate": 1.0, "decay_epochs": 10}}, 8)
+    assert cold.get_config()["warmup_steps"] == 0
+    assert _rates(cold, [0, 40, 80]) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
+
+
+def test_custom_schedule_by_name_with_epochs() -> None:
+    from kexp.tf import keras
+
+    @keras.saving.register_keras_serializable("sched_test")
+    class StepUp(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, low, high, switch_steps):
+            self.low, self.high, self.switch_steps = low, high, switch_steps
+
+        def __call__(self, step):
+            return keras.ops.where(step < self.switch_steps, self.low, self.high)
+
+        def get_config(self):
+            return {"low": self.low, "high": self.high, "switch_steps": self.switch_steps}
+
+    schedule = _schedule({"StepUp": {"low": 0.1, "high": 1.0, "switch_epochs": 3}}, 5)
+    assert isinstance(schedule, StepUp) and schedule.switch_steps == 15
+    assert _rates(schedule, [14, 15]) == pytest.approx([0.1, 1.0])
+
+
+@pytest.mark.parametrize("spec, fragment, where", [
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 5, "decay_epochs": 1}},
+     "give either 'decay_epochs' or 'decay_steps'", ("CosineDecay", "decay_epochs")),
+    ({"PiecewiseConstantDecay": {"boundaries": [1], "values": [1.0, 0.1], "decay_epochs": 2}},
+     "takes no 'decay_steps'", ("PiecewiseConstantDecay", "decay_epochs")),
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epochs": -1}},
+     "positive number of epochs", ("CosineDecay", "decay_epochs")),
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epoch": 3}},
+     "CosineDecay takes no argument 'decay_epoch'", ("CosineDecay", "decay_epoch")),
+    ({"CosineDecai": {"initial_learning_rate": 0.1}}, "did you mean 'CosineDecay'", ()),
+])
+def test_schedule_mistakes(spec: dict, fragment: str, where: tuple) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _optimizer(spec)
+    issue = caught.value.issues[0]
+    assert fragment in str(issue)
+    assert issue.path == PATH + ("SGD", "learning_rate") + where
+
+
+def test_epochs_wait_for_the_data_and_training_uses_the_real_steps() -> None:
+    """Compiled before the data is read, the schedule is pending (and cannot train); fit()
+    converts it with the dataset's steps per epoch, recompiling first."""
+    from kexp.model.schedules import PendingSchedule, is_pending
+    from kexp.tf import keras, tf
+    from kexp.training.stages import fit
+
+    config = load_config_with_schedule()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    from kexp.model import compile_model
+
+    compile_model(model, config)
+    assert is_pending(model)
+    assert model.optimizer.get_config()["learning_rate"]["class_name"] == PendingSchedule.__name__
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
+    y = np.arange(50) % 3
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 4 steps per epoch
+    history = fit(model, config, data, epochs=2, verbose=0, shuffle=False)
+    assert not is_pending(model) and len(history.history["loss"]) == 2
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert (schedule["warmup_steps"], schedule["decay_steps"]) == (4, 12)
+    assert int(model.optimizer.iterations.numpy()) == 8
+
+
+def load_config_with_schedule():
+    from kexp.config.loader import load_config_text
+
+    return load_config_text("""
+name: sched
+data: {train: {source: npz, path: x.npz}}
+model: {sequential: {input: {shape: [4]}, layers: [{Dense: {units: 3}}]}}
+compile:
+  optimizer: {Adam: {learning_rate: {CosineDecay: {initial_learning_rate: 0.0,
+      warmup_target: 0.01, warmup_epochs: 1, decay_epochs: 3}}}}
+  loss: sparse_categorical_crossentropy
+""").config
+
+
+def test_a_pending_schedule_refuses_to_train() -> None:
+    from kexp.model.schedules import PendingSchedule
+
+    with pytest.raises(RuntimeError, match="resolve_pending"):
+        PendingSchedule({"CosineDecay": {}})(0)
+
+
+@pytest.mark.parametrize("callback", ["ReduceLROnPlateau", "LearningRateScheduler"])
+def test_lr_callbacks_and_a_schedule_are_refused_before_training(tmp_path: Path, callback: str) -> None:
+    from kexp.training.run import prepare
+
+    config = shipped("iris_mlp.yaml")
+    config["compile"]["optimizer"] = {"Adam": {"learning_rate": {
+        "ExponentialDecay": {"initial_learning_rate": 0.01, "decay_epochs": 1, "decay_rate": 0.9}}}}
+    # (LearningRateScheduler without its function: that mistake is reported as well)
+    kwargs = {"monitor": "val_loss"} if callback == "ReduceLROnPlateau" else {}
+    config["callbacks"] = [{"EarlyStopping": {"patience": 2}}, {callback: kwargs}]
+    with pytest.raises(ConfigError) as caught:
+        prepare(load_config(write_config(tmp_path / "c.yaml", config)))
+    issue = next(i for i in caught.value.issues if "Keras does not let a callback" in i.message)
+    assert issue.path == ("callbacks", 1, callback)
+    assert "takes it from a schedule" in issue.message
+    assert issue.line is not None
+
+
+def test_a_schedule_trains_end_to_end_and_is_saved_in_steps(tmp_path: Path) -> None:
+    from kexp.training.run import train
+
+    config = shipped("iris_mlp.yaml", train={"epochs": 2}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "tensorboard": False})
+    config["checkpoint"] = {"save_best": False, "save_last": False}
+    config["output"]["formats"] = ["keras"]
+    config["compile"]["optimizer"] = {"AdamW": {"weight_decay": 0.001, "learning_rate": {
+        "PolynomialDecay": {"initial_learning_rate": 0.01, "decay_epochs": 2,
+                            "end_learning_rate": 0.001}}}}
+    run = train(load_config(write_config(tmp_path / "c.yaml", config)))
+    steps_per_epoch = math.ceil(96 / 16)
+    from kexp.runs import load_model
+
+    saved = load_model(run.directory / "model.keras").optimizer
+    assert saved.get_config()["learning_rate"]["config"]["decay_steps"] == 2 * steps_per_epoch
+    assert int(saved.iterations.numpy()) == 2 * steps_per_epoch
+    assert float(np.asarray(saved.learning_rate)) == pytest.approx(0.001)  # decayed to the end
