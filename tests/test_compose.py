@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from kexp.cli import app
 from kexp.config import load_config, load_config_text
 from kexp.config.compose import compose_file, merge
@@ -213,3 +213,22 @@ def test_source_map_move_and_drop() -> None:
     assert ("l", 0) not in where and where.locate(("l", 1, "a")) == ("f", 2)
     where.drop(("l",))
     assert where.items() == []
+
+
+def test_the_readme_example_composes_as_described(tmp_path: Path, monkeypatch) -> None:
+    """The `extends` example in README.md, next to a copy of the shipped digits config."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("# configs/digits_small.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "digits_cnn.yaml").write_text((CONFIGS / "digits_cnn.yaml").read_text())
+    child = write(tmp_path / "digits_small.yaml", block)
+    monkeypatch.delenv("RUNS_DIR", raising=False)
+    config = load_config(child).config
+    assert config.name == "digits-small" and config.train.epochs == 5
+    assert config.train.terminate_on_nan is True  # inherited default of the merged map
+    assert config.compile.optimizer == {"SGD": {"momentum": 0.9}}
+    assert [next(iter(c)) for c in config.callbacks] == [
+        "EarlyStopping", "ReduceLROnPlateau", "TerminateOnNaN"]
+    assert config.output.root == "experiments"
+    assert config.data.train.path == str(tmp_path / "data" / "digits_train.npz")
+    monkeypatch.setenv("RUNS_DIR", "/tmp/runs")
+    assert load_config(child).config.output.root == "/tmp/runs"

@@ -1,0 +1,89 @@
+"""How fast kexp answers when it need not train: ``kexp --help`` and ``kexp validate`` on a
+config with a schema error, whole-process wall time, against ``import tensorflow``.
+
+Run by hand (not in CI; timings depend on the machine and its load):
+
+    python benchmarks/bench_cli_startup.py            # 7 runs of each, medians
+    python benchmarks/bench_cli_startup.py --runs 15 --full
+
+Targets (issue 7): ``kexp --help`` under 0.25 s, a config with schema errors reported in
+under 0.5 s, both independent of TensorFlow's import time (the ratios below). ``python -c
+pass`` is the floor no Python CLI can beat; ``kexp`` through a pyenv shim adds the shim's
+own start-up, which is why ``python -m kexp`` is measured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BAD = REPO / "tests" / "bad_configs" / "train_epoch_typo.yaml"
+GOOD = REPO / "configs" / "digits_cnn.yaml"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def wall(argv: list[str], runs: int, expect: int) -> list[float]:
+    """Wall times of ``runs`` fresh processes (one warm-up run first, not counted)."""
+    times = []
+    for index in range(runs + 1):
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=REPO, env=ENV, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if done.returncode != expect:
+            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}, expected {expect}:\n"
+                             f"{done.stdout}{done.stderr}")
+        if index:
+            times.append(elapsed)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--full", action="store_true",
+                        help="also time validate on a good config (imports TF, builds the model)")
+    args = parser.parse_args()
+    py = sys.executable
+    cases: list[tuple[str, list[str], int, float | None]] = [
+        ("python -c pass (floor)", [py, "-c", "pass"], 0, None),
+        ("python -m kexp --help", [py, "-m", "kexp", "--help"], 0, 0.25),
+    ]
+    script = shutil.which("kexp")
+    if script:
+        cases.append(("kexp --help (console script)", [script, "--help"], 0, 0.25))
+    cases += [
+        ("kexp validate <schema error>", [py, "-m", "kexp", "validate", str(BAD)], 2, 0.5),
+        ("kexp train --print-config", [py, "-m", "kexp", "train", str(GOOD), "--print-config"],
+         0, 0.5),
+        ("python -c 'import tensorflow'", [py, "-c", "import tensorflow"], 0, None),
+    ]
+    if args.full:
+        cases.append(("kexp validate <good config>", [py, "-m", "kexp", "validate", str(GOOD)],
+                      0, None))
+
+    medians: dict[str, float] = {}
+    rows = []
+    for label, argv, expect, target in cases:
+        times = wall(argv, args.runs, expect)
+        medians[label] = statistics.median(times)
+        rows.append((label, medians[label], min(times), target))
+    tf = medians["python -c 'import tensorflow'"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{args.runs} runs each, median (min) wall seconds; load average {load:.2f} "
+          f"on {os.cpu_count()} CPUs")
+    print(f"{'command':34} {'median':>8} {'min':>8} {'/ import tf':>12}  target")
+    for label, median, fastest, target in rows:
+        verdict = "" if target is None else (
+            f"< {target:g} s " + ("ok" if median < target else "MISSED"))
+        print(f"{label:34} {median:8.3f} {fastest:8.3f} {median / tf:12.2f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
