@@ -143,7 +143,7 @@ class _Applier:
         guess = nearest(key, keys)
         listing = f" (keys here: {', '.join(keys)})" if keys and guess is None else ""
         rest = o.path[len(path) + 1:]
-        hint = "" if o.op == "add" else f"; to add it anyway write +{_key_text(o.text)}=..."
+        hint = f"; to add it anyway write +{_key_text(o.text)}=..." if o.op == "set" else ""
         return ConfigError.single(
             path + (key,), f"the config has no key '{key}' here{listing}{hint}",
             suggestion=format_path(path + (guess, *rest)) if guess else None, file=o.origin,
@@ -217,6 +217,8 @@ class _Applier:
                         path)
         key = _find_key(parent, last)
         if o.op == "remove":
+            if key not in parent and key not in self.schema_keys(path):
+                raise self._unknown(o, parent, path, last)
             if key not in parent:
                 raise _fail(o.text, f"nothing to remove: {format_path(path + (last,))} is not "
                             "set", path + (last,))
