@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 
 from kexp import __version__
-from kexp.errors import ConfigError, KexpError
+from kexp.errors import ConfigError, KexpError, UserError
 
 app = typer.Typer(
     name="kexp",
@@ -44,8 +45,23 @@ def _report(exc: KexpError) -> None:
         err.print(str(exc), markup=False, soft_wrap=True)
 
 
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Print a ConfigWarning like an issue (path, line, message); others as Python does."""
+    from kexp.errors import ConfigWarning
+
+    if isinstance(message, ConfigWarning):
+        err.print("[yellow]warning:[/yellow] ", end="")
+        err.print(str(message.issue), markup=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, *args, **kwargs)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def _run(debug: bool, action: Callable[[], Any]) -> Any:
     """Run ``action``; a user error is reported and exits 2 (or its own code)."""
+    warnings.showwarning = _show_warning
     try:
         return action()
     except KexpError as exc:
@@ -168,6 +184,10 @@ def env_report(
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="The experiment's YAML config."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", metavar="FILE",
+        help="Also draw the model graph into FILE (.png, .svg, .pdf); needs pydot and graphviz.",
+    ),
     debug: bool = DebugOption,
 ) -> None:
     """Check a config (schema, then every Keras name and argument) and show the model."""
@@ -175,12 +195,24 @@ def validate(
     def action() -> None:
         from kexp.config import load_config
 
+        if plot is not None and plot.exists():  # checked first: never draw over a file
+            raise UserError(f"{plot} already exists; kexp never overwrites a file: remove it "
+                            "or give --plot another name")
         loaded = load_config(config)
         from kexp.training.run import prepare
 
         _, _, model = prepare(loaded, connect=False)  # no cluster server, no TPU
-        model.summary(print_fn=lambda line, **_: out.print(line, markup=False, highlight=False))
+        from kexp.model.summary import plot as plot_model, render_summary
+
+        render_summary(model, out)
         out.print(f"[green]ok:[/green] {config} is valid")
+        if plot is not None:
+            note = plot_model(model, plot)
+            if note is None:
+                err.print(f"wrote {plot}", markup=False)
+            else:
+                err.print("[yellow]note:[/yellow] ", end="")
+                err.print(f"no plot written: {note}", markup=False, soft_wrap=True)
 
     _run(debug, action)
 

@@ -11,13 +11,33 @@ from typing import Any
 
 from kexp.config.schema import ExperimentConfig
 from kexp.errors import ConfigError, ConfigIssue
+from kexp.model import outputs
+from kexp.model.outputs import declared_outputs
 from kexp.model.sequential import build_sequential
 from kexp.resolve import make_loss, make_metric, make_optimizer
 
 
 def build_model(config: ExperimentConfig) -> Any:
     """The uncompiled Keras model of ``config.model``."""
+    if config.model.functional is not None:
+        return _build_functional(config)
     return build_sequential(config.model.sequential, config.name, ("model", "sequential"))
+
+
+def _build_functional(config: ExperimentConfig) -> Any:
+    """The graph, and data keyed by its input and output names (before any data is read)."""
+    from kexp.model.functional import build_functional
+    from kexp.model.graph import check_data_keys
+
+    spec = config.model.functional
+    issues = check_data_keys(config.data, list(spec.inputs), declared_outputs(config) or [])
+    try:
+        model = build_functional(spec, config.name, ("model", "functional"))
+    except ConfigError as exc:
+        raise ConfigError(exc.issues + issues, hint=exc.hint) from exc
+    if issues:
+        raise ConfigError(issues)
+    return model
 
 
 def compile_model(model: Any, config: ExperimentConfig) -> None:
@@ -36,40 +56,18 @@ def compile_model(model: Any, config: ExperimentConfig) -> None:
             return None
 
     optimizer = attempt(make_optimizer, section.optimizer, ("compile", "optimizer"))
-    loss = _per_output(section.loss, ("compile", "loss"), lambda s, p: attempt(make_loss, s, p))
-    metrics: Any
-    if isinstance(section.metrics, dict):
-        metrics = {
-            out: [attempt(make_metric, m, ("compile", "metrics", out, i)) for i, m in enumerate(ms)]
-            for out, ms in section.metrics.items()
-        }
-    else:
-        metrics = [
-            attempt(make_metric, m, ("compile", "metrics", i)) for i, m in enumerate(section.metrics)
-        ]
+    # per output, by the output names the config declares (kexp.model.outputs)
+    names = outputs.declared_outputs(config)
+    loss = outputs.loss(section.loss, names, lambda s, p: attempt(make_loss, s, p), issues)
+    metrics = outputs.metrics(section.metrics, names, lambda s, p: attempt(make_metric, s, p), issues)
+    loss_weights = outputs.loss_weights(section.loss_weights, names, issues)
     if issues:
         raise ConfigError(issues)
     model.compile(
         optimizer=optimizer,
         loss=loss,
-        loss_weights=section.loss_weights,
+        loss_weights=loss_weights,
         metrics=metrics,
         jit_compile=config.hardware.jit_compile,
         steps_per_execution=config.hardware.steps_per_execution,
     )
-
-
-def _is_per_output(loss: Any) -> bool:
-    """``{output: loss}`` rather than ``{LossClass: kwargs}``: values are not kwargs dicts."""
-    if not isinstance(loss, dict):
-        return False
-    if len(loss) != 1:
-        return True
-    (value,) = loss.values()
-    return not (value is None or isinstance(value, dict))
-
-
-def _per_output(spec: Any, path: tuple, make: Any) -> Any:
-    if _is_per_output(spec):
-        return {out: make(s, path + (out,)) for out, s in spec.items()}
-    return make(spec, path)

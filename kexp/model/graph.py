@@ -207,11 +207,12 @@ def check_scope(
     deps = dependencies(scope)
     for cycle in _cycles(deps):
         names = [scope.graph[i].name for i in cycle]
-        loop = " -> ".join(names + names[:1])
+        flow = names[:1] + names[1:][::-1]  # the way tensors would flow: each feeds the next
+        loop = " -> ".join(flow + flow[:1])
         issues.append(_error(
             scope.node_path(cycle[0]) + ("inputs",),
-            f"node '{names[0]}' depends on itself through a cycle: {loop}; "
-            "every tensor a node takes must be made without it",
+            f"node '{names[0]}' depends on itself through a cycle: {loop} (each feeds the "
+            "next); every tensor a node takes must be made without it",
         ))
 
     defined = list(scope.inputs) + list(index)

@@ -3,7 +3,7 @@
 Keras' own ``model.summary()`` lists layers but not which of them are shared, and a shared
 layer is exactly what a graph author wants to confirm: one row per layer, one line per call
 of it (output shape and the layers it takes from), a column saying how many nodes apply it,
-and the parameter totals. ``plot`` draws the graph through ``keras.utils.plot_model`` when
+and the parameter totals. ``plot`` draws the graph through ``keras.utils.model_to_dot`` when
 pydot and graphviz are installed, and otherwise says what to install.
 """
 
@@ -53,15 +53,13 @@ def _size(variable: Any) -> int:
 
 
 def summary_table(model: Any) -> Table:
-    """One row per layer: type, output shape(s), inputs, parameters and how often applied."""
-    table = Table(title=f"model '{model.name}'", title_justify="left")
-    table.add_column("layer")
-    table.add_column("type")
-    table.add_column("output shape")
-    table.add_column("takes")
-    table.add_column("params", justify="right")
-    table.add_column("applied", justify="right")
+    """One row per layer: type, output shape(s), inputs, parameters and how often applied.
+
+    Layer names and shapes never wrap (they are what a user checks); the ``shared`` column
+    appears when some layer is applied by more than one node.
+    """
     graph = hasattr(model, "_nodes_by_depth")
+    rows = []
     for layer in model.layers:
         calls = layer_calls(model, layer) if graph else []
         shapes = [", ".join(_shape(t.shape) for t in node.outputs) for node in calls]
@@ -73,9 +71,22 @@ def summary_table(model: Any) -> Table:
             output = getattr(layer, "output", None)
             shapes = [_shape(output.shape)] if output is not None else ["?"]
             takes = [""]
-        applied = f"{len(calls)}x shared" if len(calls) > 1 else ""
-        table.add_row(layer.name, type(layer).__name__, "\n".join(shapes), "\n".join(takes),
-                      f"{_params(layer):,}", applied)
+        rows.append((layer.name, type(layer).__name__, shapes, takes, _params(layer), len(calls)))
+    shared = any(row[5] > 1 for row in rows)
+    table = Table(title=f"model '{model.name}'", title_justify="left")
+    table.add_column("layer", no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    table.add_column("type", overflow="ellipsis")
+    table.add_column("output shape", no_wrap=True,
+                     min_width=max(len(shape) for r in rows for shape in r[2]))
+    table.add_column("takes", overflow="fold")
+    table.add_column("params", justify="right", no_wrap=True)
+    if shared:
+        table.add_column("shared", justify="right", no_wrap=True)
+    for name, kind, shapes, takes, params, calls in rows:
+        cells = [name, kind, "\n".join(shapes), "\n".join(takes), f"{params:,}"]
+        if shared:
+            cells.append(f"{calls}x" if calls > 1 else "")
+        table.add_row(*cells)
     return table
 
 
@@ -111,16 +122,17 @@ def plot(model: Any, file: Path) -> str | None:
 
     if not plotting_available():
         return PLOT_NEEDS
+    # model_to_dot, not plot_model: plot_model hands the file to IPython when it is
+    # installed, which cannot show svg and complains only by printing when pydot is missing
     try:
-        with atomic_path(Path(file)) as tmp:
-            keras.utils.plot_model(
-                model, to_file=str(tmp), show_shapes=True, show_layer_names=True,
-                expand_nested=True, dpi=96,
-            )
-            if not tmp.stat().st_size:  # Keras only prints its complaint inside IPython
-                raise ImportError(PLOT_NEEDS)
+        dot = keras.utils.model_to_dot(model, show_shapes=True, show_layer_names=True,
+                                       expand_nested=True, dpi=96)
     except ImportError:
         return PLOT_NEEDS
+    if dot is None:
+        return PLOT_NEEDS
+    with atomic_path(Path(file)) as tmp:
+        dot.write(str(tmp), format=Path(file).suffix.lstrip(".") or "png")
     return None
 
 

@@ -1,0 +1,157 @@
+"""Functional models end to end: the shipped configs validate and train through the real CLI,
+multi-output runs log and evaluate each output under its own name, and the saved models (shared
+layers, blocks, two inputs, two outputs) reload with plain Keras in a fresh process and predict
+identically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import CONFIGS, DATA, only_run, shipped, write_config
+from kexp.cli import app
+
+FUNCTIONAL_CONFIGS = ["breast_cancer_resmlp.yaml", "digits_two_input.yaml", "digits_two_output.yaml"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONAL_CONFIGS)
+def test_shipped_functional_configs_validate(name: str) -> None:
+    result = CliRunner().invoke(app, ["validate", str(CONFIGS / name)])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output  # no unused node, input, layer or block
+    assert "ok:" in result.output
+
+
+def test_validate_plots_or_says_what_to_install(tmp_path: Path) -> None:
+    from kexp.model.summary import plotting_available
+
+    picture = tmp_path / "graph.png"
+    result = CliRunner().invoke(app, ["validate", str(CONFIGS / "digits_two_input.yaml"),
+                                      "--plot", str(picture)])
+    text = result.output
+    assert result.exit_code == 0, text
+    assert "image_features" in text and "stats_features" in text
+    assert "inputs: pixels (None, 8, 8, 1), stats (None, 4)" in text
+    if plotting_available():
+        assert f"wrote {picture}" in text
+        assert picture.read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert "note: no plot written" in text and "pip install" in text
+        assert not picture.exists()
+
+
+def test_plot_never_overwrites_a_file(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's picture")
+    result = CliRunner().invoke(app, ["validate", str(CONFIGS / "digits_two_input.yaml"),
+                                      "--plot", str(mine)])
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.output
+    assert mine.read_bytes() == b"the user's picture"
+
+
+def test_two_outputs_train_and_report_each_output(tmp_path: Path) -> None:
+    config = shipped("digits_two_output.yaml", train={"epochs": 1},
+                     output={"root": str(tmp_path / "runs")})
+    result = CliRunner().invoke(app, ["train", str(write_config(tmp_path / "two.yaml", config))])
+    assert result.exit_code == 0, result.output
+    assert "not available" not in result.output  # callbacks found val_digit_accuracy
+    run = only_run(tmp_path / "runs")
+    with (run / "history.csv").open() as handle:
+        header = next(csv.reader(handle))
+    for name in ("digit_accuracy", "parity_auc", "val_digit_accuracy", "val_parity_accuracy",
+                 "val_digit_loss", "val_parity_loss", "val_loss"):
+        assert name in header, header
+    metrics = json.loads((run / "evaluation.json").read_text())["metrics"]
+    assert {"digit_accuracy", "parity_accuracy", "parity_auc", "loss"} <= set(metrics)
+    best = json.loads((run / "manifest.json").read_text())["best_checkpoint"]
+    assert best["monitor"] == "val_digit_accuracy"
+
+
+RELOAD = f"""
+name: reload
+seed: 1
+deterministic: true
+data:
+  train:
+    source: npz
+    path: {DATA / 'digits_train.npz'}
+    x: {{pixels: images, stats: stats}}
+    y: {{digit: labels, parity: parity}}
+  batch_size: 64
+model:
+  functional:
+    inputs:
+      pixels: {{shape: [8, 8, 1]}}
+      stats: {{shape: [4]}}
+    layers:
+      shared: {{Dense: {{units: 16, activation: relu}}}}
+    blocks:
+      residual:
+        inputs: [x]
+        graph:
+          - {{name: h, layer: {{Dense: {{units: 16, activation: relu}}}}, inputs: x}}
+          - {{name: y, layer: Add, inputs: [x, h]}}
+        outputs: [y]
+    graph:
+      - {{name: flat, layer: Flatten, inputs: pixels}}
+      - {{name: pre, layer: {{Dense: {{units: 16}}}}, inputs: flat}}
+      - {{name: s1, layer: shared, inputs: pre}}
+      - {{name: s2, layer: shared, inputs: s1}}
+      - {{name: deep, block: residual, repeat: 2, inputs: s2}}
+      - {{name: joined, layer: Concatenate, inputs: [deep, stats]}}
+      - {{name: digit, layer: {{Dense: {{units: 10, activation: softmax}}}}, inputs: joined}}
+      - {{name: parity, layer: {{Dense: {{units: 1, activation: sigmoid}}}}, inputs: joined}}
+    outputs: [digit, parity]
+compile:
+  loss: {{digit: sparse_categorical_crossentropy, parity: binary_crossentropy}}
+  metrics: {{digit: [accuracy]}}
+train: {{epochs: 1}}
+output: {{formats: [keras, h5]}}
+"""
+
+_RELOAD_SCRIPT = """
+import sys
+import numpy as np
+import keras
+data = np.load(sys.argv[1])
+x = {"pixels": data["images"], "stats": data["stats"]}
+out = {}
+for path in sys.argv[3:]:
+    model = keras.models.load_model(path)
+    layer = model.get_layer("shared")
+    calls = [n for n in layer._inbound_nodes]
+    assert len(calls) == 2, calls
+    assert [w.path for w in model.weights].count("shared/kernel") == 1
+    for name, value in model.predict(x, verbose=0).items():
+        out[path.rsplit(".", 1)[1] + "_" + name] = value
+np.savez(sys.argv[2], **out)
+"""
+
+
+def test_saved_models_reload_with_plain_keras_and_predict_identically(tmp_path: Path) -> None:
+    from kexp.config import load_config_text
+    from kexp.training.run import train
+
+    run = train(load_config_text(RELOAD), output_root=tmp_path / "runs")
+    test = np.load(DATA / "digits_test.npz")
+    expected = run.model.predict({"pixels": test["images"], "stats": test["stats"]}, verbose=0)
+    done = subprocess.run(
+        [sys.executable, "-c", _RELOAD_SCRIPT, str(DATA / "digits_test.npz"),
+         str(tmp_path / "reloaded.npz"), str(run.directory / "model.keras"),
+         str(run.directory / "model.h5")],
+        capture_output=True, text=True, timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reloaded = np.load(tmp_path / "reloaded.npz")
+    for fmt in ("keras", "h5"):
+        for name in ("digit", "parity"):
+            assert np.array_equal(reloaded[f"{fmt}_{name}"], expected[name]), (fmt, name)

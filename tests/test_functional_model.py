@@ -1,0 +1,275 @@
+"""What a functional config builds: shared layers (one object, one set of weights), blocks
+(own weights per instance and repetition), sub-models and keras.applications as nodes,
+multi-output nodes, per-output compile arguments, and the summary table and plot."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import DATA
+from kexp.config import load_config_text
+from kexp.errors import ConfigError
+from kexp.model import build_model, compile_model
+from kexp.model.build import resolve_compile
+from kexp.model.summary import PLOT_NEEDS, layer_calls, plot, plotting_available, render_summary
+
+
+def loaded(model: str, compile_: str = "loss: sparse_categorical_crossentropy",
+           x: str = "images", y: str = "labels") -> object:
+    text = (
+        f"name: t\n"
+        f"data:\n  train: {{source: npz, path: {DATA / 'digits_train.npz'}, x: {x}, y: {y}}}\n"
+        f"model:\n  functional:\n{textwrap.indent(textwrap.dedent(model).strip(), '    ')}\n"
+        f"compile:\n{textwrap.indent(textwrap.dedent(compile_).strip(), '  ')}\n"
+    )
+    return load_config_text(text)
+
+
+def build(model: str, **kwargs: str) -> object:
+    config = loaded(model, **kwargs).config
+    built = build_model(config)
+    compile_model(built, config)
+    return built
+
+
+SHARED = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+layers:
+  encoder: {Dense: {units: 16, activation: relu}}
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - {name: pre, layer: {Dense: {units: 16}}, inputs: flat}
+  - {name: h1, layer: encoder, inputs: pre}
+  - {name: h2, layer: encoder, inputs: h1}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: h2}
+outputs: [digit]
+"""
+
+
+def test_a_shared_layer_is_one_object_with_one_set_of_weights() -> None:
+    model = build(SHARED)
+    encoder = model.get_layer("encoder")
+    calls = layer_calls(model, encoder)
+    assert len(calls) == 2  # applied by h1 and by h2
+    assert all(call.operation is encoder for call in calls)
+    # h2's call takes h1's tensor, which the very same layer object made
+    assert calls[1].input_tensors[0]._keras_history.operation is encoder
+    paths = [w.path for w in model.weights]
+    assert paths.count("encoder/kernel") == 1 and paths.count("encoder/bias") == 1
+    assert len({id(w) for w in model.weights}) == len(model.weights) == 6
+    assert model.count_params() == 64 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+
+
+BLOCKS = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+blocks:
+  residual:
+    inputs: [x]
+    layers:
+      mix: {Dense: {units: 64}}          # shared by the two nodes of one instance
+    graph:
+      - {name: h, layer: mix, inputs: x}
+      - {name: h2, layer: mix, inputs: h}
+      - {name: y, layer: {Add: {}}, inputs: [x, h2]}
+    outputs: [y]
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - {name: deep, block: residual, repeat: 3, inputs: flat}
+  - {name: again, block: residual, inputs: deep}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: again}
+outputs: [digit]
+"""
+
+
+def test_block_instances_and_repetitions_have_their_own_weights() -> None:
+    model = build(BLOCKS)
+    names = [layer.name for layer in model.layers]
+    for instance in ("deep_1_", "deep_2_", "deep_3_", "again_"):
+        assert instance + "mix" in names and instance + "y" in names
+        mix = model.get_layer(instance + "mix")
+        assert len(layer_calls(model, mix)) == 2  # the block's own shared layer, per instance
+    kernels = [model.get_layer(f"{i}mix").kernel for i in ("deep_1_", "deep_2_", "deep_3_", "again_")]
+    assert len({id(k) for k in kernels}) == 4
+    assert model.count_params() == 4 * (64 * 64 + 64) + 64 * 10 + 10
+
+
+NODES = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+blocks:
+  two:
+    inputs: [x]
+    graph:
+      - {name: a, layer: {Dense: {units: 8}}, inputs: x}
+      - {name: b, layer: {Dense: {units: 4}}, inputs: x}
+    outputs: [a, b]
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - name: head
+    model: {sequential: {input: {shape: [64]}, layers: [{Dense: {units: 16}}, {Dense: {units: 20}}]}}
+    inputs: flat
+  - name: join
+    model:
+      functional:
+        inputs: {p: {shape: [20]}, q: {shape: [64]}}
+        graph: [{name: c, layer: Concatenate, inputs: [p, q]}]
+        outputs: [c]
+    inputs: [head, flat]
+  - {name: t, block: two, inputs: join}
+  - {name: seq, layer: {Reshape: {target_shape: [4, 5]}}, inputs: head}
+  - {name: att, layer: {MultiHeadAttention: {num_heads: 2, key_dim: 4}}, inputs: {query: seq, value: seq}}
+  - {name: pooled, layer: Flatten, inputs: att}
+  - {name: j, layer: Concatenate, inputs: [t.a, t.b, pooled]}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: j}
+outputs: {digit: digit, code: t.b}
+"""
+
+
+def test_sub_models_multi_output_blocks_and_call_arguments() -> None:
+    model = build(NODES, compile_="loss: {digit: sparse_categorical_crossentropy, code: mse}",
+                  y="{digit: labels, code: stats}")
+    assert type(model.get_layer("head")).__name__ == "Sequential"
+    assert type(model.get_layer("join")).__name__ == "Functional"
+    assert model.get_layer("join").output.shape == (None, 84)
+    assert model.get_layer("att").output.shape == (None, 4, 5)
+    assert sorted(model.output_names) == ["code", "digit"]
+    assert model.get_layer("code").output.shape == (None, 4)  # t.b, named after the output
+
+
+def test_a_block_with_several_outputs_must_be_referred_to_by_part() -> None:
+    bad = NODES.replace("inputs: [t.a, t.b, pooled]", "inputs: [t, pooled]")
+    with pytest.raises(ConfigError) as caught:
+        build(bad, compile_="loss: {digit: sparse_categorical_crossentropy, code: mse}",
+              y="{digit: labels, code: stats}")
+    (issue,) = caught.value.issues
+    assert issue.path == ("model", "functional", "graph", 7, "inputs", 0)
+    assert "'t' has several outputs (a, b): name one, e.g. 't.a'" in issue.message
+    wrong_part = NODES.replace("t.b, pooled", "t.c, pooled")
+    with pytest.raises(ConfigError) as caught:
+        build(wrong_part, compile_="loss: {digit: sparse_categorical_crossentropy, code: mse}",
+              y="{digit: labels, code: stats}")
+    assert "has no output 'c'" in str(caught.value)
+
+
+APPLICATION = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+graph:
+  - {name: up, layer: {UpSampling2D: {size: 4}}, inputs: pixels}
+  - {name: rgb, layer: Concatenate, inputs: [up, up, up]}
+  - {name: backbone, application: {MobileNet: {alpha: 0.25, include_top: false, pooling: avg}}, inputs: rgb}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: backbone}
+outputs: [digit]
+"""
+
+
+def test_a_keras_application_as_a_backbone_node() -> None:
+    model = build(APPLICATION)
+    backbone = model.get_layer("backbone")
+    assert backbone.input_shape == (None, 32, 32, 3)
+    assert backbone.output.shape == (None, 256)
+    with pytest.raises(ConfigError) as caught:
+        build(APPLICATION.replace("MobileNet:", "MobileNett:").replace("size: 4", "size: 1"))
+    assert "did you mean 'MobileNet'" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        build(APPLICATION.replace("size: 4", "size: 1"))
+    (issue,) = caught.value.issues
+    assert issue.path == ("model", "functional", "graph", 2, "application", "MobileNet")
+    assert "(8, 8, 3)" in issue.message
+
+
+TWO_OUTPUTS = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: flat}
+  - {name: parity, layer: {Dense: {units: 1, activation: sigmoid}}, inputs: flat}
+outputs: [digit, parity]
+"""
+Y2 = "{digit: labels, parity: parity}"
+
+
+def test_per_output_loss_weights_and_metrics() -> None:
+    config = loaded(TWO_OUTPUTS, y=Y2, compile_="""
+        loss: {digit: sparse_categorical_crossentropy, parity: binary_crossentropy}
+        loss_weights: [1.0, 0.3]
+        metrics: [accuracy, {AUC: {name: auc}}]
+    """).config
+    args = resolve_compile(config)
+    assert set(args["loss"]) == {"digit", "parity"}
+    assert args["loss_weights"] == {"digit": 1.0, "parity": 0.3}
+    # a metric list applies to every output, with its own metric objects
+    assert args["metrics"]["digit"][0] == args["metrics"]["parity"][0] == "accuracy"
+    assert args["metrics"]["digit"][1] is not args["metrics"]["parity"][1]
+    # one loss for a two-output model: every output gets it; missing weights are 1
+    config = loaded(TWO_OUTPUTS, y=Y2, compile_="""
+        loss: mse
+        loss_weights: {parity: 2.0}
+    """).config
+    args = resolve_compile(config)
+    assert set(args["loss"]) == {"digit", "parity"}
+    assert args["loss_weights"] == {"digit": 1.0, "parity": 2.0}
+
+
+@pytest.mark.parametrize("compile_, path, gist", [
+    ("loss: {digit: mse, parity: mse}\nloss_weights: [1.0]", ("compile", "loss_weights"),
+     "1 weight(s) for 2 output(s)"),
+    ("loss: {digit: mse, parity: mse}\nloss_weights: {parityy: 1.0}",
+     ("compile", "loss_weights", "parityy"), "did you mean 'parity'"),
+    ("loss: {digit: mse, parity: mse}\nmetrics: {digits: [accuracy]}",
+     ("compile", "metrics", "digits"), "did you mean 'digit'"),
+    ("loss: {digit: mse, parity: mse, extra: mse}", ("compile", "loss", "extra"),
+     "the model has no output 'extra'"),
+])
+def test_per_output_keys_must_name_outputs(compile_: str, path: tuple, gist: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_compile(loaded(TWO_OUTPUTS, y=Y2, compile_=compile_).config)
+    (issue,) = caught.value.issues
+    assert issue.path == path and gist in str(issue)
+
+
+def test_a_single_output_keyed_by_its_name_is_one_loss() -> None:
+    one = TWO_OUTPUTS.replace("outputs: [digit, parity]", "outputs: [digit]") \
+        .replace("  - {name: parity", "#")
+    model = build(one, compile_="loss: {digit: sparse_categorical_crossentropy}\n"
+                                "metrics: {digit: [accuracy]}\nloss_weights: {digit: 1.0}")
+    assert model.output_names == ["digit"]
+
+
+def test_summary_table_marks_shared_layers() -> None:
+    model = build(SHARED)
+    console = Console(record=True, width=160)
+    render_summary(model, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if "encoder" in line and "Dense" in line)
+    assert "2x" in lines[row] and "(None, 16)" in lines[row] and "pre" in lines[row]
+    second_call = lines[row + 1].split("│")  # one line per call: h2 takes encoder's output
+    assert "(None, 16)" in second_call[3] and "encoder" in second_call[4]
+    assert "shared layers (one set of weights each): encoder (2 nodes)" in text
+    assert f"parameters: {model.count_params():,}" in text
+    assert "inputs: pixels (None, 8, 8, 1)" in text and "outputs: digit (None, 10)" in text
+
+
+def test_plot_says_what_to_install_when_it_cannot_draw(tmp_path: Path, monkeypatch) -> None:
+    import kexp.model.summary as summary
+
+    model = build(SHARED)
+    monkeypatch.setattr(summary, "plotting_available", lambda: False)
+    assert plot(model, tmp_path / "g.png") == PLOT_NEEDS
+    assert "pip install" in PLOT_NEEDS and "graphviz" in PLOT_NEEDS
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not plotting_available(),
+                    reason="needs pydot and graphviz's dot program (pip install pydot; "
+                    "apt-get install graphviz), which CI's fresh venv does not have")
+def test_plot_draws_the_graph(tmp_path: Path) -> None:
+    model = build(SHARED)
+    assert plot(model, tmp_path / "g.png") is None
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot(model, tmp_path / "g.svg") is None
+    svg = (tmp_path / "g.svg").read_text()
+    assert "encoder" in svg and "digit" in svg
