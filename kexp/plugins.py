@@ -56,8 +56,9 @@ class PluginError(Exception):
 #: Records of the plugins imported in this process, by resolved file path.
 _IMPORTED: dict[str, PluginRecord] = {}
 
-#: Every public class and function of every imported plugin module, by name and by
-#: ``module>name``, for components Keras cannot register (callbacks have no ``get_config``).
+#: Every public Keras class and function of every imported plugin module, as ``module>name``
+#: (and under its own registered name): lookups by short name find components Keras cannot
+#: register too (callbacks have no ``get_config``).
 _OBJECTS: dict[str, Any] = {}
 
 
@@ -92,7 +93,8 @@ def import_plugin(entry: str, base_dir: Path | None = None) -> PluginRecord:
     if not file:
         raise PluginError(f"plugin module '{entry}' has no source file (a namespace package?)")
     register_components(module)
-    record = PluginRecord(entry, module.__name__, str(Path(file).resolve()), sha256(file), search_path)
+    resolved = str(Path(file).resolve())
+    record = PluginRecord(entry, module.__name__, resolved, sha256(file), search_path)
     _IMPORTED[record.path] = record
     return record
 
@@ -108,8 +110,11 @@ def _import_file(file: Path) -> types.ModuleType:
         return sys.modules[previous.module]  # already imported, unchanged: do not run it twice
     name = file.stem if file.stem.isidentifier() else "kexp_plugin"
     loaded = sys.modules.get(name)
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != file:
-        name = f"kexp_plugin_{name}_{digest[:8]}"  # do not shadow an unrelated module
+    if loaded is not None:
+        if previous is None and Path(getattr(loaded, "__file__", "") or "").resolve() == file:
+            return loaded  # the user imported this very file already: Python's cache
+        if Path(getattr(loaded, "__file__", "") or "").resolve() != file:
+            name = f"kexp_plugin_{name}_{digest[:8]}"  # do not shadow an unrelated module
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise PluginError(f"cannot import plugin file {file}")
@@ -126,7 +131,7 @@ def _import_file(file: Path) -> types.ModuleType:
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise PluginError(_import_failure(file.name, str(file), exc)) from exc
+        raise PluginError(_import_failure(file.name, exc)) from exc
     return module
 
 
@@ -142,28 +147,39 @@ def _import_module(name: str, base: Path) -> types.ModuleType:
                 f"no module named '{name}' (searched the Python path and the config's "
                 f"folder {folder}); to use a file, write its path ending in .py"
             ) from exc
-        raise PluginError(_import_failure(name, None, exc)) from exc
+        raise PluginError(_import_failure(name, exc)) from exc
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise PluginError(_import_failure(name, None, exc)) from exc
+        raise PluginError(_import_failure(name, exc)) from exc
 
 
-def _import_failure(what: str, file: str | None, exc: BaseException) -> str:
+def _import_failure(what: str, exc: BaseException) -> str:
     """``cannot import plugin X: NameError: ... (file, line N)``: where the user must look."""
     where = ""
     if isinstance(exc, SyntaxError) and exc.lineno:
         where = f" ({Path(exc.filename or what).name}, line {exc.lineno})"
     else:
         frames = traceback.extract_tb(exc.__traceback__)
-        mine = [f for f in frames if file is None or Path(f.filename).resolve() == Path(file)]
+        mine = [f for f in frames if _is_user_code(f.filename)]
         if mine:
             frame = mine[-1]
             where = f" ({Path(frame.filename).name}, line {frame.lineno})"
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return f"cannot import plugin {what}: it imports '{exc.name}', which is not installed{where}"
+        missing = f"it imports '{exc.name}', which is not installed"
+        return f"cannot import plugin {what}: {missing}{where}"
     message = str(exc).strip().splitlines()
-    return f"cannot import plugin {what}: {type(exc).__name__}: {message[0] if message else ''}{where}"
+    first = message[0] if message else ""
+    return f"cannot import plugin {what}: {type(exc).__name__}: {first}{where}"
+
+
+def _is_user_code(filename: str) -> bool:
+    """A frame in the user's code: not an installed package, the import machinery or kexp."""
+    if filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    installed = {"site-packages", "dist-packages"} & set(path.parts)
+    return not installed and Path(__file__).resolve().parent not in path.parents
 
 
 def _keras_bases() -> tuple[type, ...]:
@@ -198,13 +214,14 @@ def register_components(module: types.ModuleType) -> list[str]:
         is_component = inspect.isclass(obj) and issubclass(obj, bases)
         if not (is_component or inspect.isfunction(obj)):
             continue
-        _OBJECTS[name] = obj
+        _OBJECTS[f"{module.__name__}>{name}"] = obj  # findable by short name, even a callback
         registered = keras.saving.get_registered_name(obj)
-        _OBJECTS[registered] = obj
-        if registered != obj.__name__ or (inspect.isclass(obj) and not hasattr(obj, "get_config")):
-            continue  # already registered by the plugin, or not serializable (a callback)
+        if registered != obj.__name__:
+            _OBJECTS[registered] = obj
+            continue  # registered by the plugin itself
+        if inspect.isclass(obj) and not hasattr(obj, "get_config"):
+            continue  # not serializable (a callback): Keras cannot register it
         keras.saving.register_keras_serializable(package=module.__name__)(obj)
-        _OBJECTS[keras.saving.get_registered_name(obj)] = obj
         added.append(keras.saving.get_registered_name(obj))
     return added
 
@@ -212,14 +229,6 @@ def register_components(module: types.ModuleType) -> list[str]:
 def plugin_objects() -> dict[str, Any]:
     """Public classes and functions of the imported plugins (for name lookups)."""
     return dict(_OBJECTS)
-
-
-def imported(paths: Iterable[str] | None = None) -> list[PluginRecord]:
-    """Records of the plugins imported so far (only those at ``paths`` when given)."""
-    if paths is None:
-        return list(_IMPORTED.values())
-    wanted = {str(Path(p).resolve()) for p in paths}
-    return [r for p, r in _IMPORTED.items() if p in wanted]
 
 
 def records_for(entries: Sequence[str]) -> list[PluginRecord]:
@@ -245,7 +254,7 @@ def import_config_plugins(loaded: Any) -> list[PluginRecord]:
     recorded = _recorded_in(base)
     if recorded:
         for note in changed(recorded):
-            warn(f"plugin changed since the run: {note}")
+            warn(f"plugin of the run: {note}")
         by_entry = {r.get("entry"): r for r in recorded}
         search = {e: Path(r["search_path"]) for e, r in by_entry.items() if r.get("search_path")}
         if search:
@@ -274,7 +283,9 @@ def warn(message: str) -> None:
     """A warning on stderr (stdout may carry predictions)."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[yellow]warning:[/yellow] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[yellow]warning:[/yellow] {message}"
+    )
 
 
 def changed(records: Iterable[dict[str, Any]]) -> list[str]:

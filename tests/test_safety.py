@@ -29,7 +29,8 @@ def test_yaml_python_tags_are_refused_before_anything_runs(tmp_path: Path) -> No
 
 def _lambda_config(tmp_path: Path, function: str, **top: object) -> dict:
     config = shipped("iris_mlp.yaml", train={"epochs": 1}, callbacks=[],
-                     output={"root": str(tmp_path / "runs"), "tensorboard": False, "formats": ["keras", "h5"]})
+                     output={"root": str(tmp_path / "runs"), "tensorboard": False,
+                             "formats": ["keras", "h5"]})
     config["checkpoint"] = {"save_best": False, "save_last": False}
     config["model"]["sequential"]["layers"].insert(0, {"Lambda": {"function": function}})
     config.update(top)
@@ -90,7 +91,8 @@ def test_opted_in_lambda_trains_and_only_its_run_loads_unsafely(tmp_path: Path) 
     for fmt in ("keras", "h5"):
         with pytest.raises(UserError) as caught:  # the default: safe mode refuses the bytecode
             load_model(run.directory / f"model.{fmt}")
-        assert "refused to load" in str(caught.value) and "allow_unsafe_deserialization" in str(caught.value)
+        message = str(caught.value)
+        assert "refused to load" in message and "allow_unsafe_deserialization" in message
     target = resolve_target(run.directory)
     assert target.safe_mode is False  # the run's config opted in
     x = np.ones((2, 4), "float32")

@@ -164,7 +164,9 @@ def test_a_pending_schedule_refuses_to_train() -> None:
 
 
 @pytest.mark.parametrize("callback", ["ReduceLROnPlateau", "LearningRateScheduler"])
-def test_lr_callbacks_and_a_schedule_are_refused_before_training(tmp_path: Path, callback: str) -> None:
+def test_lr_callbacks_and_a_schedule_are_refused_before_training(
+    tmp_path: Path, callback: str
+) -> None:
     from kexp.training.run import prepare
 
     config = shipped("iris_mlp.yaml")

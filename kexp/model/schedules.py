@@ -73,11 +73,15 @@ def uses_epochs(spec: Any) -> bool:
 
 def _steps(value: Any, steps_per_epoch: int, path: KeyPath) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError.single(path, "must be a positive number of epochs", value=value, has_value=True)
+        raise ConfigError.single(
+            path, "must be a positive number of epochs", value=value, has_value=True
+        )
     return max(1, round(value * steps_per_epoch))
 
 
-def in_steps(cls: type, kwargs: dict[str, Any], steps_per_epoch: int, path: KeyPath) -> dict[str, Any]:
+def in_steps(
+    cls: type, kwargs: dict[str, Any], steps_per_epoch: int, path: KeyPath
+) -> dict[str, Any]:
     """``kwargs`` with every ``<x>_epochs`` replaced by ``<x>_steps`` (or ``boundaries``)."""
     accepted = accepted_kwargs(cls)
     out: dict[str, Any] = {}
@@ -95,10 +99,14 @@ def in_steps(cls: type, kwargs: dict[str, Any], steps_per_epoch: int, path: KeyP
             issues.append(ConfigIssue(where, f"give either '{key}' or '{target}', not both"))
         elif target in _LIST_ARGS.values():
             if not isinstance(value, list):
-                issues.append(ConfigIssue(where, "must be a list of epochs", value=value, has_value=True))
+                issues.append(
+                    ConfigIssue(where, "must be a list of epochs", value=value, has_value=True)
+                )
                 continue
             try:
-                out[target] = [_steps(v, steps_per_epoch, where + (i,)) for i, v in enumerate(value)]
+                out[target] = [
+                    _steps(v, steps_per_epoch, where + (i,)) for i, v in enumerate(value)
+                ]
             except ConfigError as exc:
                 issues.extend(exc.issues)
         else:
@@ -119,7 +127,8 @@ def make_schedule(spec: Any, path: KeyPath, steps_per_epoch: int | None = None) 
     """
     name, kwargs = spec_parts(spec)
     cls = lookup("schedule", name, path)
-    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.schedules.LearningRateSchedule)):
+    base = keras.optimizers.schedules.LearningRateSchedule
+    if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigError.single(path, f"'{name}' is not a learning-rate schedule class")
     converted = in_steps(cls, kwargs, steps_per_epoch or 1, path + (name,))
     check_kwargs(cls, converted, path + (name,), name)
@@ -141,7 +150,8 @@ def make_optimizer(
         kwargs["learning_rate"] = learning_rate
     pending = False
     if is_schedule(kwargs.get("learning_rate")):
-        schedule = make_schedule(kwargs["learning_rate"], path + (name, "learning_rate"), steps_per_epoch)
+        where = path + (name, "learning_rate")
+        schedule = make_schedule(kwargs["learning_rate"], where, steps_per_epoch)
         kwargs["learning_rate"] = schedule
         pending = isinstance(schedule, PendingSchedule)
         spec = {name: kwargs}
