@@ -61,7 +61,7 @@ _python_showwarning = warnings.showwarning
 
 def _run(debug: bool, action: Callable[[], Any]) -> Any:
     """Run ``action``; a user error is reported and exits 2 (or its own code)."""
-    warnings.showwarning = _show_warning
+    previous, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return action()
     except KexpError as exc:
@@ -72,6 +72,8 @@ def _run(debug: bool, action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+    finally:
+        warnings.showwarning = previous
 
 
 def _version(value: bool) -> None:

@@ -54,6 +54,8 @@ def float32_outputs(model: Any) -> Any:
 
     Cloning goes through each layer's config, the same way Keras saves and loads models, so
     the result has the user's layers with one thing changed: the output layers' ``dtype``.
+    The weights are copied over (pretrained backbones keep theirs): variables are float32
+    under every policy, so the shapes and dtypes match one for one.
     """
     from kexp.tf import keras
 
@@ -68,7 +70,9 @@ def float32_outputs(model: Any) -> Any:
             config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 
-    return keras.models.clone_model(model, clone_function=clone)
+    cloned = keras.models.clone_model(model, clone_function=clone)
+    cloned.set_weights(model.get_weights())
+    return cloned
 
 
 def describe(model: Any) -> dict[str, Any]:
