@@ -61,5 +61,5 @@ def make_application(spec: Any, input_shape: tuple, name: str, path: KeyPath) ->
     except Exception as exc:  # shape limits, bad weights, a failed download: all user-facing
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConfigError.single(
-            path + (arch,), f"{arch} cannot be built for inputs of shape {input_shape}: {first}"
+            path + (arch,), f"{arch} (for inputs of shape {input_shape}) failed: {first}"
         ) from exc

@@ -41,6 +41,12 @@ def shared_layers(model: Any) -> dict[str, int]:
     return {name: n for name, n in counts.items() if n > 1}
 
 
+def _made_by(tensor: Any) -> str:
+    """The layer that makes a tensor: an input's InputLayer, an output's (named) layer."""
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation.name if history is not None else tensor.name
+
+
 def _params(layer: Any) -> int:
     return sum(_size(w) for w in layer.weights)
 
@@ -55,11 +61,11 @@ def _size(variable: Any) -> int:
 def summary_table(model: Any) -> Table:
     """One row per layer: type, output shape(s), inputs, parameters and how often applied.
 
-    Layer names and shapes never wrap (they are what a user checks); the ``shared`` column
-    appears when some layer is applied by more than one node.
+    The ``shared`` column appears when some layer is applied by more than one node.
     """
     graph = hasattr(model, "_nodes_by_depth")
     rows = []
+    previous = _made_by(model.inputs[0]) if model.inputs else "-"
     for layer in model.layers:
         calls = layer_calls(model, layer) if graph else []
         shapes = [", ".join(_shape(t.shape) for t in node.outputs) for node in calls]
@@ -67,17 +73,17 @@ def summary_table(model: Any) -> Table:
             ", ".join(t._keras_history.operation.name for t in node.input_tensors) or "-"
             for node in calls
         ]
-        if not calls:  # a Sequential model's layers: the output of each layer
+        if not calls:  # a Sequential model: a chain, each layer takes the one before
             output = getattr(layer, "output", None)
             shapes = [_shape(output.shape)] if output is not None else ["?"]
-            takes = [""]
+            takes = [previous]
+        previous = layer.name
         rows.append((layer.name, type(layer).__name__, shapes, takes, _params(layer), len(calls)))
     shared = any(row[5] > 1 for row in rows)
     table = Table(title=f"model '{model.name}'", title_justify="left")
-    table.add_column("layer", no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    table.add_column("layer", overflow="fold")
     table.add_column("type", overflow="ellipsis")
-    table.add_column("output shape", no_wrap=True,
-                     min_width=max(len(shape) for r in rows for shape in r[2]))
+    table.add_column("output shape", no_wrap=True)
     table.add_column("takes", overflow="fold")
     table.add_column("params", justify="right", no_wrap=True)
     if shared:
@@ -97,12 +103,9 @@ def render_summary(model: Any, console: Console) -> None:
     frozen = sum(_size(w) for w in model.non_trainable_weights)
     console.print(f"parameters: {trainable + frozen:,} ({trainable:,} trainable, "
                   f"{frozen:,} non-trainable)", highlight=False)
-    inputs = ", ".join(f"{t.name} {_shape(t.shape)}" for t in model.inputs)
+    inputs = ", ".join(f"{_made_by(t)} {_shape(t.shape)}" for t in model.inputs)
     console.print(f"inputs: {inputs}", highlight=False, markup=False)
-    names = list(getattr(model, "output_names", None) or [])
-    outputs = ", ".join(
-        f"{name} {_shape(t.shape)}" for name, t in zip(names, model.outputs)
-    )
+    outputs = ", ".join(f"{_made_by(t)} {_shape(t.shape)}" for t in model.outputs)
     console.print(f"outputs: {outputs}", highlight=False, markup=False)
     shared = shared_layers(model)
     if shared:
