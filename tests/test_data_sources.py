@@ -358,3 +358,40 @@ def test_python_source_errors(tmp_path: Path) -> None:
     assert "returned str" in error_of({"source": "python", "function": f"{module}:wrong"})
     assert "cannot import module 'no_such_module_here'" in error_of(
         {"source": "python", "function": "no_such_module_here:load"})
+
+
+def test_tfds_reads_a_prepared_dataset(tmp_path: Path) -> None:
+    """A real TFDS builder prepared offline into tmp_path; needs the optional extra."""
+    tfds = pytest.importorskip(
+        "tensorflow_datasets",
+        reason="tensorflow-datasets (the optional extra 'kexp[tfds]') is not installed here",
+    )
+
+    class TinyParity(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self) -> Any:
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Tensor(shape=(2, 2, 1), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(names=["even", "odd"])}),
+                supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager: Any) -> Any:
+            return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
+
+        def _generate_examples(self, n: int) -> Any:
+            for i in range(n):
+                yield i, {"image": np.full((2, 2, 1), i, np.float32), "label": i % 2}
+
+    TinyParity(data_dir=str(tmp_path)).download_and_prepare()
+    stream = read({"source": "tfds", "name": "tiny_parity", "data_dir": str(tmp_path)})
+    assert len(stream) == 6 and stream.class_names == ["even", "odd"]
+    x, y = batches(stream)
+    np.testing.assert_array_equal(y, x[:, 0, 0, 0].astype(int) % 2)
+    half = read({"source": "tfds", "name": "tiny_parity", "split": "train[:50%]",
+                 "data_dir": str(tmp_path), "x": "image", "y": "label"})
+    assert len(half) == 3
+    assert "is not prepared in" in error_of(
+        {"source": "tfds", "name": "tiny_parity", "data_dir": str(tmp_path / "empty")})
