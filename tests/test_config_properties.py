@@ -1,7 +1,7 @@
 """Property tests: however a good config is mangled (keys dropped, renamed or added, values
-swapped for anything YAML can hold, lines deleted, characters typed at random, odd --set
-overrides), ``kexp validate`` and ``kexp train --print-config`` answer with success or a
-user error (exit 2) and never with a traceback.
+swapped for anything YAML can hold, Keras arguments given odd values, lines deleted,
+characters typed at random, odd --set overrides), ``kexp validate`` and ``kexp train
+--print-config`` answer with success or a user error (exit 2) and never with a traceback.
 
 They run the real Typer app in this process (TensorFlow is imported once, by the first
 mutated config that passes the schema). Examples are derandomized so CI is repeatable;
@@ -162,3 +162,51 @@ def test_random_overrides_never_crash(sets: list[str]) -> None:
         args += ["--set", text]
     output = _no_crash(args)
     assert "error:" in output or output.startswith("# resolved config")
+
+
+# Keras-level: the schema passes, the names and arguments inside Keras objects are mangled.
+KWARGS = ["units", "filters", "kernel_size", "strides", "padding", "rate", "activation",
+          "momentum", "patience", "monitor", "mode", "learning_rate", "pool_size", "axis",
+          "use_bias", "kernel_initializer", "kernel_regularizer", "factor", "from_logits",
+          "scale", "data_format", "dtype", "name"]
+kwarg_values = st.one_of(
+    scalars, st.lists(st.integers(-3, 40), max_size=3),
+    st.sampled_from([{"L2": {"l2": 0.1}}, {"L2": {"l3": 1}}, {"Zeros": {}}, {"Nope": None},
+                     "glorot_uniform", "valid", "same", "causal", "channels_first", "float16",
+                     "string", "softmax"]),
+)
+
+
+def _keras_objects(node: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every ``{ClassName: {kwargs}}`` in a config."""
+    out = []
+    if isinstance(node, dict):
+        if len(node) == 1:
+            ((key, value),) = node.items()
+            if isinstance(key, str) and key[:1].isupper() and isinstance(value, dict):
+                out.append(path + (key,))
+        for key, value in node.items():
+            out += _keras_objects(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out += _keras_objects(value, path + (index,))
+    return out
+
+
+@st.composite
+def kwargs_mutated(draw: st.DrawFn) -> dict:
+    config = copy.deepcopy(draw(st.sampled_from(RAW)))
+    for _ in range(draw(st.integers(1, 2))):
+        node = config
+        for part in draw(st.sampled_from(_keras_objects(config))):
+            node = node[part]
+        node[draw(st.sampled_from(KWARGS + list(node)))] = draw(kwarg_values)
+    return config
+
+
+@settings(PROPERTY, max_examples=25)
+@given(config=kwargs_mutated())
+def test_mangled_keras_arguments_never_crash(config: dict, tmp_path_factory) -> None:
+    path = tmp_path_factory.mktemp("k") / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    _no_crash(["validate", str(path)])
