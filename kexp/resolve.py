@@ -127,8 +127,14 @@ def _construct(factory: Callable[..., Any], kwargs: dict[str, Any], path: KeyPat
     """Call a Keras constructor; its argument errors become config errors at ``path``."""
     try:
         return factory(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError.single(path, f"{what} rejected its arguments: {exc}") from exc
+    except Exception as exc:  # Keras raises AttributeError/KeyError/... for wrong types too
+        raise ConfigError.single(path, f"{what} rejected its arguments: {_first_line(exc)}") \
+            from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 #: Layer arguments that take a layer (``Bidirectional(layer=LSTM(...))``).
