@@ -68,6 +68,7 @@ def test_syntax(text: str, op: str, path: tuple) -> None:
     ("~train.epochs=5", "a removal takes no value"),
     ("train.epochs=[1", "value: YAML syntax error"),
     ("train.epochs={a: 1, a: 2}", "duplicate key"),
+    ("+extends=other.yaml", "extends cannot be set with --set"),
     ("train.epochs=${env:KEXP_SURELY_UNSET_FOR_TESTS}", "is not set"),
 ])
 def test_malformed_overrides_are_user_errors(text: str, gist: str) -> None:

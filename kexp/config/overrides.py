@@ -29,6 +29,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel
 
+from kexp.config.compose import EXTENDS
 from kexp.config.interpolate import interpolate
 from kexp.config.validation import allowed_keys
 from kexp.config.yaml_io import SourceMap, load_text
@@ -189,6 +190,9 @@ class _Applier:
         return index
 
     def apply(self, o: Override) -> None:
+        if o.path[0] == EXTENDS:  # merged before overrides apply: setting it would do nothing
+            raise _fail(o.text, "extends cannot be set with --set (bases are merged before "
+                        "overrides); write it in the config file", (EXTENDS,))
         parent, path = self._container(o)
         last = o.path[-1]
         if isinstance(parent, list):
