@@ -30,6 +30,11 @@ _MODULES = {
     "optimizer": "keras.optimizers",
     "loss": "keras.losses",
     "metric": "keras.metrics",
+    "schedule": "keras.optimizers.schedules",
+    "initializer": "keras.initializers",
+    "regularizer": "keras.regularizers",
+    "constraint": "keras.constraints",
+    "activation": "keras.activations",
 }
 
 #: Arguments that ``keras.layers.Layer.__init__`` takes through ``**kwargs``.
@@ -56,12 +61,73 @@ def _namespaces() -> dict[str, dict[str, Any]]:
         "optimizer": _public_namespace(keras.optimizers, keras.optimizers.Optimizer),
         "loss": _public_namespace(keras.losses),
         "metric": _public_namespace(keras.metrics),
+        "schedule": _public_namespace(
+            keras.optimizers.schedules, keras.optimizers.schedules.LearningRateSchedule
+        ),
+        "initializer": _public_namespace(keras.initializers),
+        "regularizer": _public_namespace(keras.regularizers),
+        "constraint": _public_namespace(keras.constraints),
+        "activation": _public_namespace(keras.activations),
     }
+
+
+def _kind_bases() -> dict[str, tuple[type, ...]]:
+    """What a custom object must subclass to be a ``kind`` (functions fit the function kinds)."""
+    return {
+        "layer": (keras.layers.Layer,),
+        "callback": (keras.callbacks.Callback,),
+        "optimizer": (keras.optimizers.Optimizer,),
+        "schedule": (keras.optimizers.schedules.LearningRateSchedule,),
+        "loss": (keras.losses.Loss,),
+        "metric": (keras.metrics.Metric,),
+        "initializer": (keras.initializers.Initializer,),
+        "regularizer": (keras.regularizers.Regularizer,),
+        "constraint": (keras.constraints.Constraint,),
+        "activation": (keras.layers.Layer,),
+    }
+
+
+#: Kinds that may also be a plain function (``def focal_loss(y_true, y_pred)``).
+_FUNCTION_KINDS = {"loss", "metric", "initializer", "regularizer", "constraint", "activation"}
+
+
+def _fits(kind: str, obj: Any) -> bool:
+    if inspect.isclass(obj):
+        return issubclass(obj, _kind_bases()[kind])
+    return kind in _FUNCTION_KINDS and callable(obj)
+
+
+def custom_objects(kind: str) -> dict[str, Any]:
+    """Registered custom objects (and objects of imported plugins) that can be a ``kind``."""
+    from kexp.plugins import plugin_objects
+
+    found = {**plugin_objects(), **keras.saving.get_custom_objects()}
+    return {name: obj for name, obj in found.items() if _fits(kind, obj)}
+
+
+def _by_short_name(kind: str, name: str, path: KeyPath) -> Any:
+    """A custom object by its short name (``FocalLoss`` for ``my_lab>FocalLoss``), or None.
+
+    Keras registers objects as ``package>Name`` and only finds them under that full name;
+    a config may use the short name as long as only one registered object has it.
+    """
+    matches: dict[int, tuple[list[str], Any]] = {}
+    for full, obj in custom_objects(kind).items():
+        if full == name or full.split(">")[-1] == name:
+            matches.setdefault(id(obj), ([], obj))[0].append(full)
+    if len(matches) > 1:
+        names = sorted(max(names, key=len) for names, _ in matches.values())
+        raise ConfigError.single(
+            path,
+            f"'{name}' is ambiguous: several registered {kind}s have this name ("
+            + ", ".join(names) + "); write the full registered name",
+        )
+    return next(iter(matches.values()))[1] if matches else None
 
 
 def known_names(kind: str) -> list[str]:
     """Names a config may use for ``kind`` (built-ins and registered custom objects)."""
-    custom = keras.saving.get_custom_objects()
+    custom = custom_objects(kind)
     return sorted(set(_namespaces()[kind]) | {k.split(">")[-1] for k in custom} | set(custom))
 
 
@@ -115,6 +181,8 @@ def lookup(kind: str, name: str, path: KeyPath) -> Any:
     """The class or function registered under ``name`` for ``kind``; ConfigError if none."""
     found = keras.saving.get_registered_object(name, module_objects=_namespaces()[kind])
     if found is None:
+        found = _by_short_name(kind, name, path)
+    if found is None:
         raise ConfigError.single(
             path,
             f"unknown {kind} '{name}' (not in {_MODULES[kind]} nor a registered custom object)",
@@ -160,12 +228,83 @@ def keras_arguments(kwargs: dict[str, Any], path: KeyPath) -> dict[str, Any]:
     for key, value in kwargs.items():
         if key in _LAYER_ARGS and (_is_object_spec(value) or isinstance(value, str)):
             out[key] = make_layer(value, path + (key,))
+        elif _argument_kind(key) is not None:
+            out[key] = make_argument(_argument_kind(key), value, path + (key,))
         elif _is_object_spec(value):
             ((name, inner),) = value.items()
-            out[key] = {"class_name": name, "config": dict(inner or {})}
+            out[key] = {"class_name": _registered_name(name), "config": dict(inner or {})}
         else:
             out[key] = value
     return out
+
+
+#: Layer arguments that take a Keras object of some kind, by how their name ends
+#: (``activation``, ``recurrent_activation``, ``kernel_initializer``, ``bias_constraint``...).
+_ARGUMENT_SUFFIXES = ("activation", "initializer", "regularizer", "constraint")
+
+
+def _argument_kind(key: str) -> str | None:
+    return next((kind for kind in _ARGUMENT_SUFFIXES if key.endswith(kind)), None)
+
+
+def _getter(kind: str) -> Callable[[Any], Any]:
+    return getattr(keras, f"{kind}s").get
+
+
+def _keras_knows(get: Callable[[Any], Any], name: str) -> bool:
+    """Whether Keras' own ``get()`` resolves ``name`` (built-ins and their aliases)."""
+    try:
+        get(name)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _registered_name(name: str) -> str:
+    """The name Keras' deserialization finds: a custom object's full ``package>Name``."""
+    if any(name in names for names in _namespaces().values()):
+        return name
+    for kind in _ARGUMENT_SUFFIXES + ("layer", "loss", "metric", "schedule"):
+        found = _by_short_name(kind, name, ())
+        if found is not None:
+            return keras.saving.get_registered_name(found)
+    return name
+
+
+def make_argument(kind: str, value: Any, path: KeyPath) -> Any:
+    """A layer argument naming an activation, initializer, regularizer or constraint.
+
+    ``relu``, ``he_normal``, ``l2``: Keras' own names stay strings. A custom object is found
+    by name (also its short name) and passed as the object. ``{Name: kwargs}`` is built from
+    its class, kwargs checked; for an activation, ``Name`` may also be a layer
+    (``{LeakyReLU: {negative_slope: 0.2}}``), since a layer is a callable Keras saves.
+    """
+    if isinstance(value, str):
+        if _keras_knows(_getter(kind), value):
+            return value
+        found = lookup(kind, value, path)
+        return _construct(found, {}, path, value) if isinstance(found, type) else found
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value)), str)):
+        return value  # None, a number, or Keras' own serialized form: Keras decides
+    name, kwargs = spec_parts(value)
+    found = keras.saving.get_registered_object(name, module_objects=_namespaces()[kind])
+    if found is None:
+        found = _by_short_name(kind, name, path)
+    if found is None and kind == "activation" and name[:1].isupper():
+        return make_layer(value, path)
+    if found is None:
+        lookup(kind, name, path)  # the "unknown ..., did you mean" error
+    if not isinstance(found, type):
+        if kwargs:
+            hint = _class_hint("layer" if kind == "activation" else kind, name)
+            raise ConfigError.single(
+                path + (name,),
+                f"'{name}' is a function and takes no arguments; use a class instead "
+                f"(e.g. {hint}: {{...}})",
+            )
+        return found
+    check_kwargs(found, kwargs, path + (name,), name)
+    return _construct(found, kwargs, path + (name,), name)
 
 
 def make_layer(spec: Any, path: KeyPath) -> Any:
@@ -175,6 +314,10 @@ def make_layer(spec: Any, path: KeyPath) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
         raise ConfigError.single(path, f"'{name}' is not a Keras layer class")
     check_kwargs(cls, kwargs, path + (name,), name)
+    if issubclass(cls, keras.layers.Lambda):  # its function is code: see kexp.safety
+        from kexp.safety import lambda_arguments
+
+        kwargs = lambda_arguments(kwargs, path + (name,))
     arguments = keras_arguments(kwargs, path + (name,))
     return _construct(cls, arguments, path + (name,), name)
 
@@ -195,12 +338,13 @@ def _from_get(kind: str, get: Callable[[Any], Any], spec: Any, path: KeyPath) ->
         try:
             return get(name)
         except (ValueError, TypeError):
-            raise ConfigError.single(
-                path,
-                f"unknown {kind} '{name}'",
-                suggestion=nearest(name, known_names(kind)),
-            ) from None
+            # Keras' get() knows only built-ins; custom objects (also by short name) or the
+            # "unknown ..., did you mean" error come from the registry.
+            found = lookup(kind, name, path)
+            return _construct(found, {}, path, name) if isinstance(found, type) else found
     cls = keras.saving.get_registered_object(name, module_objects=_namespaces()[kind])
+    if cls is None:
+        cls = _by_short_name(kind, name, path)
     if cls is None:
         try:  # an alias only Keras' get() knows, such as "mse"
             found = get(name)
@@ -240,6 +384,6 @@ def make_metric(spec: Any, path: KeyPath) -> Any:
     if isinstance(spec, str):
         if spec in {"accuracy", "acc", "crossentropy", "ce"}:
             return spec
-        _from_get("metric", keras.metrics.get, spec, path)
-        return spec
+        found = _from_get("metric", keras.metrics.get, spec, path)
+        return spec if _keras_knows(keras.metrics.get, spec) else found  # custom: the object
     return _from_get("metric", keras.metrics.get, spec, path)

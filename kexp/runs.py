@@ -26,9 +26,17 @@ class Target:
     run_dir: Path | None = None
     loaded: LoadedConfig | None = None
 
+    #: Warnings about the run's plugins (changed or missing since the run), already shown.
+    plugin_notes: tuple[str, ...] = ()
+
     @property
     def config(self) -> Any:
         return self.loaded.config if self.loaded else None
+
+    @property
+    def safe_mode(self) -> bool:
+        """Keras' safe mode for loading: off only when the run's config opted in."""
+        return not (self.config is not None and self.config.allow_unsafe_deserialization)
 
     def manifest(self) -> Manifest | None:
         if self.run_dir and (self.run_dir / MANIFEST).is_file():
@@ -37,7 +45,36 @@ class Target:
 
 
 def resolve_target(target: str | Path) -> Target:
-    """A run directory (uses its ``model.keras``, else ``model.h5``) or a model file."""
+    """A run directory (uses its ``model.keras``, else ``model.h5``) or a model file.
+
+    The plugins the run used are imported again, so its custom components load.
+    """
+    return _with_plugins(_find_target(target))
+
+
+def _with_plugins(target: Target) -> Target:
+    """Import the run's plugins (as its manifest recorded them) and report changed ones."""
+    from kexp.plugins import load_recorded, warn
+
+    manifest = target.manifest()
+    records = manifest.data.get("plugins") if manifest is not None else None
+    if not records and target.config is not None and target.config.plugins:
+        from kexp.config.schema.plugins import is_file_entry
+
+        records = [  # a run without a manifest: its config still names the plugins
+            {"entry": e, "path": e if is_file_entry(e) else None, "search_path": str(target.run_dir)}
+            for e in target.config.plugins
+        ]
+    if not records:
+        return target
+    notes = load_recorded(records)
+    for note in notes:
+        warn(f"plugin of the run: {note}")
+    target.plugin_notes = tuple(notes)
+    return target
+
+
+def _find_target(target: str | Path) -> Target:
     path = Path(target)
     if path.is_dir():
         if not (path / "config.yaml").is_file():
@@ -60,17 +97,38 @@ def resolve_target(target: str | Path) -> Target:
     raise UserError(f"no such run directory or model file: {path}")
 
 
-def load_model(path: Path) -> Any:
-    """``keras.models.load_model`` with Keras' safe mode on (no code runs from the file)."""
+def load_model(path: Path, safe_mode: bool = True) -> Any:
+    """``keras.models.load_model`` with Keras' safe mode on (no code runs from the file).
+
+    ``safe_mode=False`` only for a run whose config says ``allow_unsafe_deserialization``.
+    """
     from kexp.tf import keras
 
+    from kexp.safety import is_safe_mode_refusal, load_refusal
     from kexp.training.artifacts import quiet_absl
 
     try:
         with quiet_absl():  # the .h5 loader warns about metrics it builds lazily
-            return keras.models.load_model(str(path), safe_mode=True)
-    except (OSError, ValueError) as exc:
+            return keras.models.load_model(str(path), safe_mode=safe_mode)
+    except (OSError, ValueError, TypeError) as exc:
+        if is_safe_mode_refusal(exc):
+            raise UserError(load_refusal(path)) from None
+        if "Could not locate" in str(exc) or "register_keras_serializable" in str(exc):
+            raise UserError(_missing_component(path, exc)) from None
         raise UserError(f"cannot load the model {path}: {exc}") from None
+
+
+def _missing_component(path: Path, exc: BaseException) -> str:
+    """A custom component the model names is not registered: say which, and where it comes from."""
+    import re
+
+    found = re.search(r"Could not locate (class|function) '([^']+)'", str(exc))
+    what = f"the custom {found.group(1)} '{found.group(2)}'" if found else "a custom component"
+    return (
+        f"cannot load the model {path}: it uses {what}, which no imported plugin registers. "
+        "Use it through its run directory (kexp imports the plugins the run recorded), or "
+        "import the plugin module before keras.models.load_model"
+    )
 
 
 def changed_data_files(manifest: Manifest | None) -> list[str]:
