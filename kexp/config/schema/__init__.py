@@ -26,8 +26,10 @@ from kexp.config.schema.data import (
     TfdsSource,
     TfrecordSource,
 )
+from kexp.config.schema.freeze import FreezeSection
 from kexp.config.schema.hardware import HardwareSection
 from kexp.config.schema.model import InputSpec, ModelSection, SequentialModel
+from kexp.config.schema.plugins import UNSAFE_DESCRIPTION, PluginList
 from kexp.config.schema.training import (
     CallbackList,
     CheckpointSection,
@@ -57,6 +59,9 @@ class ExperimentConfig(Section):
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     hardware: HardwareSection = Field(default_factory=HardwareSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    plugins: PluginList = Field(default_factory=list)
+    allow_unsafe_deserialization: bool = Field(False, description=UNSAFE_DESCRIPTION)
+    freeze: Optional[FreezeSection] = None
 
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "CsvSource",
     "DataSection",
     "ExperimentConfig",
+    "FreezeSection",
     "HardwareSection",
     "InputSpec",
     "KerasSpec",
