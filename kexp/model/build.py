@@ -14,7 +14,8 @@ from kexp.errors import ConfigError, ConfigIssue
 from kexp.model import outputs
 from kexp.model.outputs import declared_outputs
 from kexp.model.sequential import build_sequential
-from kexp.resolve import make_loss, make_metric, make_optimizer
+from kexp.model.schedules import make_optimizer
+from kexp.resolve import make_loss, make_metric
 
 
 def build_model(config: ExperimentConfig) -> Any:
@@ -40,10 +41,34 @@ def _build_functional(config: ExperimentConfig) -> Any:
     return model
 
 
-def compile_model(model: Any, config: ExperimentConfig) -> None:
+def compile_model(
+    model: Any,
+    config: ExperimentConfig,
+    steps_per_epoch: int | None = None,
+    learning_rate: float | None = None,
+) -> None:
     """``model.compile`` with the optimizer, loss(es) and metrics of ``config.compile``.
 
     Every name is resolved before compiling so that all mistakes are reported together.
+    ``steps_per_epoch`` converts schedule lengths given in epochs (kexp.model.schedules);
+    ``learning_rate`` replaces the optimizer's (fine-tuning after a frozen stage).
+    """
+    model.compile(
+        **resolve_compile(config, steps_per_epoch, learning_rate),
+        jit_compile=config.hardware.jit_compile,
+        steps_per_execution=config.hardware.steps_per_execution,
+    )
+
+
+def resolve_compile(
+    config: ExperimentConfig,
+    steps_per_epoch: int | None = None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
+    """The optimizer, loss(es) and metrics of ``config.compile`` as Keras objects.
+
+    Separate from :func:`compile_model` so ``kexp validate`` can check these names even
+    when the model itself failed to build. Raises one ConfigError with every mistake.
     """
     section = config.compile
     issues: list[ConfigIssue] = []
@@ -55,7 +80,9 @@ def compile_model(model: Any, config: ExperimentConfig) -> None:
             issues.extend(exc.issues)
             return None
 
-    optimizer = attempt(make_optimizer, section.optimizer, ("compile", "optimizer"))
+    optimizer = attempt(
+        make_optimizer, section.optimizer, ("compile", "optimizer"), steps_per_epoch, learning_rate
+    )
     # per output, by the output names the config declares (kexp.model.outputs)
     names = outputs.declared_outputs(config)
     loss = outputs.loss(section.loss, names, lambda s, p: attempt(make_loss, s, p), issues)
@@ -63,11 +90,4 @@ def compile_model(model: Any, config: ExperimentConfig) -> None:
     loss_weights = outputs.loss_weights(section.loss_weights, names, issues)
     if issues:
         raise ConfigError(issues)
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        loss_weights=loss_weights,
-        metrics=metrics,
-        jit_compile=config.hardware.jit_compile,
-        steps_per_execution=config.hardware.steps_per_execution,
-    )
+    return {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics}
