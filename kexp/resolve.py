@@ -232,7 +232,10 @@ def keras_arguments(kwargs: dict[str, Any], path: KeyPath) -> dict[str, Any]:
             out[key] = make_argument(_argument_kind(key), value, path + (key,))
         elif _is_object_spec(value):
             ((name, inner),) = value.items()
-            out[key] = {"class_name": _registered_name(name), "config": dict(inner or {})}
+            out[key] = {
+                "class_name": _registered_name(name, path + (key,)),
+                "config": dict(inner or {}),
+            }
         else:
             out[key] = value
     return out
@@ -260,12 +263,12 @@ def _keras_knows(get: Callable[[Any], Any], name: str) -> bool:
     return True
 
 
-def _registered_name(name: str) -> str:
+def _registered_name(name: str, path: KeyPath) -> str:
     """The name Keras' deserialization finds: a custom object's full ``package>Name``."""
     if any(name in names for names in _namespaces().values()):
         return name
     for kind in _ARGUMENT_SUFFIXES + ("layer", "loss", "metric", "schedule"):
-        found = _by_short_name(kind, name, ())
+        found = _by_short_name(kind, name, path)
         if found is not None:
             return keras.saving.get_registered_name(found)
     return name

@@ -96,7 +96,7 @@ def test_every_kind_by_name_survives_keras_and_h5(tmp_path: Path) -> None:
 
 
 def test_short_names_are_found_and_ambiguous_ones_refused() -> None:
-    from kexp.resolve import lookup, make_loss
+    from kexp.resolve import keras_arguments, lookup, make_loss
     from kexp.tf import keras
 
     @keras.saving.register_keras_serializable("pkg_one")
@@ -108,6 +108,10 @@ def test_short_names_are_found_and_ambiguous_ones_refused() -> None:
     assert isinstance(make_loss("TwinLoss", ("compile", "loss")), TwinLoss)  # bare name: instance
     with pytest.raises(ConfigError, match="not a registered|unknown layer"):
         lookup("layer", "TwinLoss", ("model",))  # a loss is not a layer
+    # a nested {Name: kwargs} under any other argument: Keras' serialized form, full name
+    arguments = keras_arguments({"inner": {"TwinLoss": {}}, "reg": {"L2": {"l2": 0.1}}}, ("p",))
+    assert arguments["inner"] == {"class_name": "pkg_one>TwinLoss", "config": {}}
+    assert arguments["reg"] == {"class_name": "L2", "config": {"l2": 0.1}}
 
     @keras.saving.register_keras_serializable("pkg_two", name="TwinLoss")
     class OtherTwin(keras.losses.MeanSquaredError):
