@@ -52,18 +52,22 @@ class Stream:
         return replace(self, selection=np.sort(chosen), names=names)
 
     def dataset(self) -> Any:
-        """The examples, with the positions a split left out filtered away."""
+        """The examples, with the positions a split left out filtered away.
+
+        The count is asserted, so Keras knows the steps of an epoch from the start (and a
+        source whose files changed under a running job fails instead of silently shrinking).
+        """
         dataset = self.build()
-        if self.selection is None:
-            return dataset
-        keep = np.zeros(self.length, dtype=bool)
-        keep[self.selection] = True
-        mask = tf.constant(keep)
-        return (
-            dataset.enumerate()
-            .filter(lambda i, element: tf.gather(mask, i))
-            .map(lambda i, element: element)
-        )
+        if self.selection is not None:
+            keep = np.zeros(self.length, dtype=bool)
+            keep[self.selection] = True
+            mask = tf.constant(keep)
+            dataset = (
+                dataset.enumerate()
+                .filter(lambda i, element: tf.gather(mask, i))
+                .map(lambda i, element: element)
+            )
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
 
     def head(self, n: int) -> tuple[Any, Any]:
         """The first ``n`` examples as numpy ``(x, y)`` (``y`` is None without labels)."""
