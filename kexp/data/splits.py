@@ -66,7 +66,9 @@ class Splits:
     def save_indices(self, path: Path) -> None:
         """Write the fraction-split indices (``np.savez``); nothing when there are none."""
         if self.indices:
-            with path.open("wb") as handle:
+            from kexp.training.artifacts import atomic_path  # never a torn file (run integrity)
+
+            with atomic_path(path) as tmp, tmp.open("wb") as handle:
                 np.savez(handle, **self.indices)
 
 

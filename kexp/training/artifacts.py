@@ -21,23 +21,65 @@ def _umask() -> int:
     return mask
 
 
+#: Temporary files start with this (and a dot): never a final artifact name, and found by
+#: :func:`remove_stale_temporaries` after a kill.
+TMP_MARKER = ".tmp"
+
+
 @contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """A temporary path next to ``final`` (same suffix) that is renamed to it on success."""
+def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """A temporary path next to ``final`` that is renamed to it on success.
+
+    The temporary name ends with ``suffix`` (default: ``final``'s suffix), since savers pick
+    the format from it (Keras wants ``.weights.h5`` for weights files). Before the rename the
+    file is flushed to disk, so after a power cut the final name holds old or new content,
+    not an empty file (a kill alone never needs this: the rename is what makes it atomic).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}"
+        dir=final.parent, prefix=f".{final.stem}.",
+        suffix=f"{TMP_MARKER}{final.suffix if suffix is None else suffix}",
     )
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; final files follow the umask
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, final)
+        _fsync(final.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk; best effort."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files a killed writer left in ``directory`` (not recursive).
+
+    They are dot-files with :data:`TMP_MARKER` in their name, never a final artifact, so
+    removing them loses nothing; a run directory being resumed is cleaned this way.
+    """
+    removed = []
+    for path in Path(directory).glob(f".*{TMP_MARKER}*"):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_text(final: Path, text: str) -> None:

@@ -29,6 +29,9 @@ from kexp.errors import ConfigError, ConfigIssue
 from kexp.resolve import make_callback
 from kexp.tf import keras
 from kexp.training.artifacts import save_model
+from kexp.training.history import HistoryFile
+from kexp.training.nan import NanGuard
+from kexp.training.state import with_training_state
 
 _PATH_ARGS = {
     "TensorBoard": ("log_dir", "logs"),
@@ -61,6 +64,9 @@ class Checkpoints(keras.callbacks.Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
 
+    #: Saved with the training state, so a resumed run keeps its best (kexp.training.callback_state).
+    state_attributes = ("best", "best_epoch")
+
     def _better(self, value: float) -> bool:
         if math.isnan(value):
             return False
@@ -91,9 +97,12 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
     issues: list[ConfigIssue] = []
     callbacks: list[Any] = []
     declared: set[str] = set()
+    backup_kwargs: dict[str, Any] | None = None
     for index, spec in enumerate(config.callbacks):
         name, kwargs = spec_parts(spec)
         declared.add(name)
+        if name == "BackupAndRestore":
+            backup_kwargs = kwargs
         defaults: dict[str, Any] = {}
         if name in _PATH_ARGS:
             arg, default = _PATH_ARGS[name]
@@ -107,14 +116,19 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
     if issues:
         raise ConfigError(issues)
 
-    if "CSVLogger" not in declared:
-        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
+    if "CSVLogger" not in declared:  # kexp's writer: atomic, each epoch once across resumes
+        callbacks.append(HistoryFile(run_dir / "history.csv"))
     if config.output.tensorboard and "TensorBoard" not in declared:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
-    if config.train.terminate_on_nan and "TerminateOnNaN" not in declared:
-        callbacks.append(keras.callbacks.TerminateOnNaN())
+    if config.train.terminate_on_nan or "TerminateOnNaN" in declared:
+        # first, and raising: the diverged step reaches no other callback (kexp.training.nan)
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.TerminateOnNaN)]
+        last = run_dir / "checkpoints" / "last.keras" if config.checkpoint.save_last else None
+        callbacks.insert(0, NanGuard(last))
     checkpoints = None
     if config.checkpoint.save_best or config.checkpoint.save_last:
         checkpoints = Checkpoints(run_dir / "checkpoints", config.checkpoint, default_monitor(config))
         callbacks.append(checkpoints)
+    # the training state for resume: BackupAndRestore, kexp's (kexp.training.state)
+    callbacks = with_training_state(callbacks, backup_kwargs, run_dir)
     return callbacks, checkpoints

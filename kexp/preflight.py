@@ -1,0 +1,155 @@
+"""Preflight: what can be checked before any data is read or model built, is.
+
+A run that dies after an hour of data loading because its output folder is read-only, or
+after its first epoch because the disk is full, wastes the hour. ``kexp train`` (and
+``kexp resume``) check first, and say what to fix with exit code 2:
+
+1. :func:`check_paths` — before the model is built: every data file the config names exists;
+   the output root is (or can be created as) a writable directory with some free space.
+2. The accelerator asked for (``hardware.accelerator: gpu``) is there: checked by
+   :mod:`kexp.hardware` when the strategy is made, which is the first thing after this and
+   still before any model or data.
+3. :func:`check_space` — once the model exists (it is cheap to build; the data is not yet
+   read): the free space covers this run's artifacts, estimated from the model's size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from kexp.errors import ConfigError, ConfigIssue, KeyPath, UserError
+
+MIB = 1 << 20
+#: Free space required before anything is known about the model: logs, manifest, history.
+MIN_FREE = 64 * MIB
+#: One saved copy of the model holds its weights plus about two optimizer slots per weight
+#: (Adam's moments); the artifacts are model.keras/.h5 (``output.formats``), best and last
+#: checkpoints, the training state (and its next generation while it is being replaced).
+COPIES_BESIDES_FORMATS = 4
+SAVED_BYTES_PER_WEIGHT_BYTE = 3
+
+
+def _paths(value: Any, path: KeyPath) -> Iterable[tuple[KeyPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, path + (str(key),))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _paths(item, path + (index,))
+
+
+def _data_paths(config: Any) -> Iterable[tuple[KeyPath, str]]:
+    """Every file or folder path the data section names, with its key path."""
+    for split in ("train", "validation", "test"):
+        source = getattr(config.data, split, None)
+        if source is None:
+            continue
+        fields = getattr(source, "path_fields", None)
+        if fields is None:  # a source without the declaration: its ``path``, if any
+            fields = ("path",) if isinstance(getattr(source, "path", None), str) else ()
+        for name in fields:
+            yield from _paths(getattr(source, name, None), ("data", split, name))
+
+
+def _located(loaded: Any, issue: ConfigIssue) -> ConfigIssue:
+    try:
+        return issue.located(*loaded.locate(issue.path))
+    except Exception:  # a key the YAML did not write (a default): no line to give
+        return issue
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def _output_problem(root: Path) -> str | None:
+    """Why runs cannot be written under ``root``, or None."""
+    existing = _existing_ancestor(root)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    try:  # the real test: permission bits say nothing for root or on a read-only mount
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".kexp-preflight-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{existing} is not writable ({exc.strerror or exc})"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE:
+        return f"{existing} has only {free / MIB:.1f} MiB free (at least {MIN_FREE // MIB} MiB needed)"
+    return None
+
+
+def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) -> None:
+    """Data files exist and the output root is writable (every problem reported at once).
+
+    ``root`` None skips the output check (a resume writes into its existing run directory,
+    which :func:`check_run_dir` checks instead).
+    """
+    config = loaded.config
+    issues: list[ConfigIssue] = []
+    for path, value in _data_paths(config):
+        if not Path(value).exists():
+            issues.append(_located(loaded, ConfigIssue(
+                path, f"no such file or folder: {value}")))
+    if root is not None:
+        problem = _output_problem(Path(root).absolute())
+        if problem is not None:
+            if root_from_option:
+                if issues:
+                    raise ConfigError(issues)
+                raise UserError(f"--output-root {root}: cannot write runs there: {problem}")
+            issues.append(_located(loaded, ConfigIssue(
+                ("output", "root"), f"cannot write runs under {root}: {problem}")))
+    if issues:
+        raise ConfigError(issues)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run directory to resume into is writable and has some free space."""
+    problem = _output_problem(Path(run_dir))
+    if problem is not None:
+        raise UserError(f"cannot resume {run_dir}: {problem}")
+
+
+def artifact_bytes(model: Any, formats: int) -> int:
+    """About how much disk this run's artifacts take (see module doc)."""
+    weight_bytes = 0
+    for variable in model.weights:
+        size = 1
+        for dim in variable.shape:
+            size *= int(dim or 1)
+        weight_bytes += size * _itemsize(variable.dtype)
+    copies = formats + COPIES_BESIDES_FORMATS
+    return copies * SAVED_BYTES_PER_WEIGHT_BYTE * weight_bytes + MIN_FREE
+
+
+def _itemsize(dtype: Any) -> int:
+    import numpy as np
+
+    try:
+        return int(np.dtype(str(dtype)).itemsize)
+    except TypeError:
+        return 4
+
+
+def check_space(directory: Path, model: Any, formats: int) -> None:
+    """The free space where runs are written covers this model's artifacts."""
+    existing = _existing_ancestor(Path(directory).absolute())
+    free = shutil.disk_usage(existing).free
+    needed = artifact_bytes(model, formats)
+    if free < needed:
+        raise UserError(
+            f"not enough free space for this run under {directory}: {free / MIB:.0f} MiB "
+            f"free, about {needed / MIB:.0f} MiB needed (model, checkpoints and training "
+            f"state of a model with {model.count_params():,} parameters); free some space or "
+            "choose another output root (output.root / --output-root)"
+        )

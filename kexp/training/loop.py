@@ -1,0 +1,181 @@
+"""``fit`` in a form that a resumed run continues bit for bit.
+
+Three things make a resumed run differ from an uninterrupted one, besides the weights that
+:class:`~kexp.training.state.TrainingState` restores:
+
+* **The order of the training examples.** ``Dataset.shuffle`` reshuffles on every new
+  iterator from a generator shared by all iterators of one dataset object, and Keras makes a
+  new iterator per epoch (sometimes two); a fresh process starting at epoch N would see the
+  order of epoch 0. Here the training data is one stream of epochs, ``dataset.repeat()``,
+  read by one iterator per ``fit`` call, and a resume skips the batches already trained on
+  (``skip(epochs * steps_per_epoch + step)``) in a *fresh* dataset object: the same batches
+  in the same order, whatever happened before.
+* **A stop in the middle of an epoch.** ``fit`` can only start at an epoch boundary. The rest
+  of the interrupted epoch is run as a ``fit`` of that one epoch whose data holds only the
+  remaining steps (``steps_per_epoch`` itself stays the same for everything that reads it,
+  such as learning-rate schedules), then training continues with a second ``fit``. A :class:`ContinuedCallbackList`
+  makes the two look like one to every callback: no ``on_train_end``/``on_train_begin``
+  between them, and step numbers offset so the interrupted epoch counts on from where it
+  stopped; the metric accumulators of the epoch's first part come from the saved state.
+* **Training stages** (:mod:`kexp.training.stages`): each stage's ``fit`` gets its own fresh
+  stream too, and a stage is entered (unfreeze, recompile) exactly once per process.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from kexp.tf import keras
+from kexp.training.state import Position, TrainingState
+
+
+class ContinuedCallbackList(keras.callbacks.CallbackList):
+    """A ``CallbackList`` that can hold back ``on_train_end`` and skip the next
+    ``on_train_begin``, and offsets step numbers: several ``fit`` calls, one training."""
+
+    def __init__(self, callbacks: Sequence[Any], model: Any, **params: Any):
+        super().__init__(list(callbacks), add_history=True, add_progbar=False, model=model,
+                         **params)
+        self.offset = 0
+        self.hold_end = False
+        self.skip_begin = False
+        self.held_logs: Mapping[str, Any] | None = None
+        self.held = False
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.skip_begin:
+            self.skip_begin = False
+            return
+        super().on_train_begin(logs)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.hold_end:
+            self.held_logs, self.held = logs, True
+            return
+        super().on_train_end(logs)
+
+    def release_end(self) -> None:
+        """Deliver a held-back ``on_train_end``."""
+        if self.held:
+            self.held = False
+            super().on_train_end(self.held_logs)
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        super().on_train_batch_begin(batch + self.offset, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        super().on_train_batch_end(batch + self.offset, logs)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One ``fit`` call: epochs ``[first, end)``, starting ``step`` steps into ``first``."""
+
+    first: int
+    end: int
+    step: int
+    stage: int
+
+
+def plan(start: Position, epochs: int, stage_starts: Sequence[int] = ()) -> list[Segment]:
+    """The ``fit`` calls that take training from ``start`` to ``epochs``.
+
+    ``stage_starts`` are the epochs where a new training stage begins (e.g. ``freeze.epochs``).
+    A mid-epoch start gets a one-epoch segment of its own; stages never share a segment. At
+    least one segment is returned, possibly empty (``first == end``): restoring the state and
+    the callbacks' ``on_train_end`` still have to happen.
+    """
+    bounds = sorted({b for b in stage_starts if 0 < b < epochs})
+
+    def stage_of(epoch: int) -> int:
+        return sum(1 for b in bounds if epoch >= b)
+
+    segments: list[Segment] = []
+    epoch = min(start.epochs, epochs)
+    if start.step and epoch < epochs:
+        segments.append(Segment(epoch, epoch + 1, start.step, stage_of(epoch)))
+        epoch += 1
+    while epoch < epochs:
+        stage = stage_of(epoch)
+        end = next((b for b in bounds if b > epoch), epochs)
+        segments.append(Segment(epoch, end, 0, stage))
+        epoch = end
+    if not segments:
+        segments.append(Segment(epoch, epoch, 0, stage_of(max(epoch - 1, 0))))
+    return segments
+
+
+#: ``enter_stage(model, dataset, **fit_kwargs)``: a ``fit`` that first enters the stage its
+#: ``initial_epoch`` is in (unfreezing and recompiling for a fine-tuning stage).
+FitFunction = Callable[..., Any]
+
+
+def fit_resumable(
+    model: Any,
+    train_data: Callable[[], Any],
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    callbacks: Sequence[Any],
+    state: TrainingState,
+    after_state: Sequence[Any] = (),
+    start: Position = Position(),
+    stage_starts: Sequence[int] = (),
+    enter_stage: FitFunction | None = None,
+    build_metrics: Callable[[], None] | None = None,
+    **fit_kwargs: Any,
+) -> Any:
+    """Train from ``start`` to ``epochs``; returns the History of this process's epochs.
+
+    ``train_data()`` must build a new training dataset each call (one epoch of batches,
+    shuffled from the run's seed). ``enter_stage`` is the ``fit`` that enters a stage
+    (``kexp.training.stages.fit``); continuing inside a stage uses ``model.fit``.
+    ``build_metrics`` is called before a mid-epoch restore, so the metric variables the
+    saved accumulators go into exist (Keras builds them lazily, at the first step).
+    """
+    segments = plan(start, epochs, stage_starts)
+    callbacks = [c for c in callbacks if c is not state] + [state, *after_state]
+    state.steps_per_epoch = steps_per_epoch
+    state.callbacks = callbacks
+    cbl = ContinuedCallbackList(callbacks, model, epochs=epochs, steps=steps_per_epoch,
+                                verbose=0)
+    if start.step and build_metrics is not None:
+        build_metrics()
+    entered: set[int] = set()
+    history = None
+    stopped_stage: int | None = None
+    for index, segment in enumerate(segments):
+        if stopped_stage is not None and segment.stage == stopped_stage:
+            continue  # a callback stopped this stage (EarlyStopping): on to the next stage
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        partial = segment.step > 0
+        cbl.offset = segment.step
+        # the partial epoch and the rest of its stage are one fit for the callbacks
+        cbl.hold_end = partial and following is not None and following.stage == segment.stage
+        dataset = train_data().repeat().skip(segment.first * steps_per_epoch + segment.step)
+        if partial:  # the rest of one epoch: the data ends where the epoch does
+            dataset = dataset.take(steps_per_epoch - segment.step)
+        arguments = {**fit_kwargs, "initial_epoch": segment.first, "epochs": segment.end,
+                     "steps_per_epoch": steps_per_epoch, "callbacks": cbl}
+        with warnings.catch_warnings():
+            # the partial epoch's data ending early is the plan, not a problem
+            warnings.filterwarnings("ignore", message=".*ran out of data")
+            if segment.stage in entered or enter_stage is None:
+                history = model.fit(dataset, **arguments)
+            else:
+                history = enter_stage(model, dataset, **arguments)
+        entered.add(segment.stage)
+        cbl.offset = 0
+        if cbl.hold_end:
+            cbl.hold_end = False
+            cbl.skip_begin = True
+            if model.stop_training:
+                cbl.skip_begin = False
+                cbl.release_end()
+                stopped_stage = segment.stage
+        elif model.stop_training:
+            stopped_stage = segment.stage
+    cbl.skip_begin = False
+    return history

@@ -1,0 +1,193 @@
+"""One process's work on a run directory: from taking it over to the status it leaves.
+
+``kexp train`` (a new run) and ``kexp resume`` (an existing one) both train inside a
+:class:`Session`:
+
+* it locks the run directory (:mod:`kexp.training.lock`), so no second process writes it;
+* it handles SIGINT/SIGTERM (:mod:`kexp.training.signals`) for its whole duration;
+* :meth:`Session.fit` runs ``fit`` resumably (:mod:`kexp.training.loop`) with the training
+  state (:mod:`kexp.training.state`), continuing from the saved state on a resume;
+* on the way out it leaves the manifest truthful: ``interrupted`` with where and how to
+  resume, ``failed`` with the error (and, for a NaN loss, the epoch, step and last good
+  checkpoint), or, once the caller has recorded ``completed``, the state deleted if the
+  config asked for it (``BackupAndRestore: {delete_checkpoint: true}``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from kexp.errors import TrainingFailed
+from kexp.manifest import Manifest
+from kexp.tf import keras
+from kexp.training.artifacts import remove_stale_temporaries, save_model
+from kexp.training.history import HistoryFile, as_columns, read_history, repair_csv
+from kexp.training.lock import RunLock
+from kexp.training.loop import fit_resumable
+from kexp.training.nan import NanGuard
+from kexp.training.signals import RunInterrupted, StopOnSignal, StopRequest
+from kexp.training.state import Position, Snapshot, TrainingState
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"kexp resume {shlex.quote(str(run_dir))}"
+
+
+class Session:
+    """Lock, signals, resumable fit and final status for one process on ``run_dir``."""
+
+    def __init__(self, run_dir: Path, manifest: Manifest, snapshot: Snapshot | None = None):
+        self.run_dir = Path(run_dir)
+        self.manifest = manifest
+        self.snapshot = snapshot
+        self.state: TrainingState | None = None
+        self.stop = StopRequest(on_force_exit=self._force_exit)
+        self._lock: RunLock | None = None
+        self._position: Position | None = None
+
+    # ------------------------------------------------------------------ lifetime
+
+    def __enter__(self) -> "Session":
+        self._lock = RunLock.acquire(self.run_dir)
+        self.stop.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if exc is None:
+                if self.state is not None and self.state.delete_checkpoint:
+                    self.state.discard()
+            elif isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
+                position = getattr(exc, "position", None) or self._saved_position()
+                self.manifest.finish(
+                    "interrupted", exc,
+                    interrupted_at=_position_record(position),
+                    resume_command=resume_command(self.run_dir),
+                )
+            else:
+                self.manifest.finish("failed", exc, **getattr(exc, "details", {}))
+        finally:
+            self.stop.__exit__()
+            if self._lock is not None:
+                self._lock.release()
+
+    def _saved_position(self) -> Position | None:
+        if self.state is not None and self.state.position is not None:
+            return self.state.position
+        return self.snapshot.position if self.snapshot else None
+
+    def _force_exit(self, signum: int) -> None:
+        from kexp.training.signals import signal_name
+
+        position = self._saved_position()
+        self.manifest.finish(
+            "interrupted",
+            RunInterrupted(f"stopped at once by a second {signal_name(signum)}", signum),
+            interrupted_at=_position_record(position),
+            resume_command=resume_command(self.run_dir),
+        )
+
+    # ----------------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        model: Any,
+        train_data: Callable[[], Any],
+        *,
+        epochs: int,
+        steps_per_epoch: int,
+        callbacks: Sequence[Any],
+        last_checkpoint: Path | None = None,
+        stage_starts: Sequence[int] = (),
+        enter_stage: Callable[..., Any] | None = None,
+        **fit_kwargs: Any,
+    ) -> dict[str, list[float]]:
+        """Train to ``epochs`` (from the saved state on a resume); returns the whole run's
+        history (every epoch of every session), as ``{metric: [value per epoch]}``.
+
+        ``callbacks`` come from :func:`kexp.training.callbacks.build_callbacks`, which puts a
+        :class:`TrainingState` among them. ``last_checkpoint`` is saved when a signal stops
+        the run mid-epoch (``checkpoint.save_last``).
+        """
+        callbacks = list(callbacks)
+        state = next((c for c in callbacks if isinstance(c, TrainingState)), None)
+        if state is None:
+            state = TrainingState(self.run_dir / "backup")
+            callbacks.append(state)
+        self.state = state
+        for callback in callbacks:
+            if isinstance(callback, NanGuard):
+                callback.steps_per_epoch = steps_per_epoch
+        snapshot = self.snapshot
+        if snapshot is not None and snapshot.steps_per_epoch not in (None, steps_per_epoch):
+            raise TrainingFailed(
+                f"the saved training state is at {snapshot.position.describe()} of "
+                f"{snapshot.steps_per_epoch} steps per epoch, but this config makes "
+                f"{steps_per_epoch}: the data or batch size changed, so it cannot be resumed"
+            )
+        start = snapshot.position if snapshot else Position()
+        if snapshot is not None:
+            self._prepare_resume(callbacks, start)
+        state.restore(snapshot)
+
+        def on_stop(position: Position) -> str:
+            saved = f"training state saved in {state.directory}"
+            if last_checkpoint is not None and position.step:
+                save_model(model, last_checkpoint)
+            if last_checkpoint is not None and last_checkpoint.is_file():
+                saved += f", last checkpoint {last_checkpoint}"
+            return f"{saved}. Resume with: {resume_command(self.run_dir)}"
+
+        interrupt = StopOnSignal(self.stop, state, on_stop)
+        try:
+            history = fit_resumable(
+                model, train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                callbacks=callbacks, state=state, after_state=[interrupt], start=start,
+                stage_starts=stage_starts, enter_stage=enter_stage,
+                build_metrics=lambda: _build_metrics(model, train_data), **fit_kwargs,
+            )
+        finally:
+            self.stop.accepting = False  # from here on a signal stops the run at once
+        return _whole_history(callbacks, history)
+
+    def _prepare_resume(self, callbacks: list[Any], start: Position) -> None:
+        """Clean what a killed process may have left, and cut history files back to the
+        epochs the saved state has finished."""
+        for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "backup"):
+            if folder.is_dir():
+                remove_stale_temporaries(folder)
+        shutil.rmtree(self.run_dir / "cache", ignore_errors=True)  # may hold a stale lock
+        for callback in callbacks:
+            if isinstance(callback, HistoryFile):
+                callback.rows = [r for r in read_history(callback.path) if r["epoch"] < start.epochs]
+            elif isinstance(callback, keras.callbacks.CSVLogger):
+                repair_csv(Path(callback.filename), start.epochs, callback.sep)
+
+
+def _position_record(position: Position | None) -> dict[str, int] | None:
+    if position is None:
+        return None
+    return {"epochs_completed": position.epochs, "step": position.step}
+
+
+def _build_metrics(model: Any, train_data: Callable[[], Any]) -> None:
+    """Create the compiled metrics' variables (Keras makes them at the first step)."""
+    batch = next(iter(train_data().take(1)))
+    x, y = batch[0], batch[1]
+    with model.distribute_strategy.scope():
+        model.compute_metrics(x, y, model(x, training=False), sample_weight=None)
+
+
+def _whole_history(callbacks: Sequence[Any], history: Any) -> dict[str, list[float]]:
+    for callback in callbacks:
+        if isinstance(callback, HistoryFile) and callback.rows is not None:
+            return as_columns(callback.rows)
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger):
+            return as_columns(read_history(Path(callback.filename), callback.sep))
+    if history is None:
+        return {}
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}

@@ -1,0 +1,277 @@
+"""Run integrity: a kill at any moment leaves only whole files under final names; a failed
+run keeps its directory, marked, and touches no other run; concurrent runs never share a
+directory; preflight catches what it can before any data or model; a NaN loss fails the run
+with the last good checkpoint kept and named."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import signal
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from rich.console import Console
+
+from _repro import history, hooked, iris, manifest, runs
+
+
+def _cli(args: list[Any]) -> Any:
+    from typer.testing import CliRunner
+
+    from kexp.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_final_files_load(run_dir: Path) -> list[str]:
+    """Every file under a final name (not a dot-file) reads back whole; returns their names."""
+    from kexp.tf import keras
+
+    import h5py
+
+    checked = []
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_dir() or any(part.startswith(".") for part in path.relative_to(run_dir).parts):
+            continue
+        name = path.name
+        if name.endswith(".weights.h5"):
+            with h5py.File(path, "r") as handle:
+                handle.visit(lambda _: None)
+        elif path.suffix in (".keras", ".h5"):
+            keras.models.load_model(path, compile=False)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+        elif path.suffix == ".npz":
+            with np.load(path) as npz:
+                [npz[k] for k in npz.files]
+        elif path.suffix == ".csv":
+            rows = list(csv.reader(path.read_text().splitlines()))
+            assert rows and all(len(r) == len(rows[0]) for r in rows), path
+            assert path.read_text().endswith("\n"), path
+        checked.append(str(path.relative_to(run_dir)))
+    return checked
+
+
+def test_a_kill_while_saving_a_checkpoint_leaves_only_whole_files(tmp_path: Path) -> None:
+    # the process dies inside the second write of checkpoints/last.keras (epoch 2), its
+    # bytes written but the archive not yet closed; epoch 1's files are all there
+    killed = hooked("kill_in:zip:2:last.", ["train", iris(tmp_path)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (run_dir,) = runs(tmp_path / "runs")
+    torn = list((run_dir / "checkpoints").glob(".last.*"))
+    assert len(torn) == 1 and not zipfile.is_zipfile(torn[0])  # it really died mid-write
+    checked = assert_final_files_load(run_dir)
+    assert {"config.yaml", "manifest.json", "history.csv", "checkpoints/last.keras",
+            "checkpoints/best.keras", "backup/state.json"} <= set(checked)
+
+    from kexp.training.run import train
+
+    train(None, resume=run_dir, out=Console(file=io.StringIO()))  # and it resumes
+    assert manifest(run_dir)["status"] == "completed"
+    assert not list(run_dir.rglob(".*.tmp*"))  # the torn temporary was cleaned up
+    assert assert_final_files_load(run_dir)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    from kexp.training.artifacts import atomic_path, remove_stale_temporaries, write_text
+
+    final = tmp_path / "manifest.json"
+    write_text(final, '{"old": true}\n')
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.write_text('{"new": ')
+            raise RuntimeError("killed mid-write")
+    assert final.read_text() == '{"old": true}\n'
+    assert os.listdir(tmp_path) == ["manifest.json"]
+    (tmp_path / ".manifest.abc.tmp.json").write_text("{")  # what a SIGKILL would leave
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".manifest.abc.tmp.json"]
+
+
+def test_history_file_survives_torn_rows_and_repeated_epochs(tmp_path: Path) -> None:
+    from kexp.training.history import HistoryFile, read_history, repair_csv
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_loss\n0,0.5,0.6\n1,0.4,0.5\n2,0.3")  # a torn last row
+    assert [r["epoch"] for r in read_history(path)] == [0, 1]
+    assert repair_csv(path, before_epoch=1) == 1
+    assert path.read_text() == "epoch,loss,val_loss\n0,0.5,0.6\n"
+
+    writer = HistoryFile(path)
+    writer.on_train_begin()
+    writer.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.35})
+    writer.on_epoch_end(1, {"loss": 0.2, "val_loss": 0.3})  # the same epoch again: replaced
+    assert path.read_text() == "epoch,loss,val_loss\n0,0.5,0.6\n1,0.2,0.3\n"
+
+
+def _make_run_dir(root: str, barrier: Any, queue: Any) -> None:
+    from kexp.training.rundir import new_run_dir
+
+    barrier.wait()
+    queue.put(str(new_run_dir(Path(root), "same-config")))
+
+
+def test_runs_started_at_the_same_moment_get_different_directories(tmp_path: Path) -> None:
+    # six processes create a run directory for the same config at the same instant
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(6), context.Queue()
+    workers = [context.Process(target=_make_run_dir, args=(str(tmp_path), barrier, queue))
+               for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    made = {queue.get(timeout=60) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(made) == 6 and all(Path(p).is_dir() for p in made)
+
+
+def test_a_taken_run_directory_name_is_never_reused(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import kexp.training.rundir as rundir
+
+    first = rundir.new_run_dir(tmp_path, "exp")
+    (first / "model.keras").write_text("an earlier run's file")
+    tokens = iter([first.name.rsplit("-", 1)[1], "bbbbbb"])
+    stamp = first.name.rsplit("-", 1)[0]
+    monkeypatch.setattr(rundir.secrets, "token_hex", lambda n: next(tokens))
+
+    class Frozen:
+        @staticmethod
+        def now(tz: Any = None) -> Any:
+            class Moment:
+                def strftime(self, fmt: str) -> str:
+                    return stamp
+            return Moment()
+
+    monkeypatch.setattr(rundir._dt, "datetime", Frozen)
+    second = rundir.new_run_dir(tmp_path, "exp")
+    assert second.name == f"{stamp}-bbbbbb"
+    assert (first / "model.keras").read_text() == "an earlier run's file"
+
+
+def _inject_nan(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int) -> None:
+    """The model's weights become NaN at (epoch, step): its loss is NaN from that step."""
+    import kexp.training.run as run_module
+    from kexp.tf import keras
+    from kexp.training.callbacks import build_callbacks
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, e: int, logs: Any = None) -> None:
+            self.epoch = e + 1
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if self.epoch == epoch and batch + 1 == step:
+                kernel = self.model.layers[0].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+
+    def build(config: Any, run_dir: Any) -> Any:
+        callbacks, checkpoints = build_callbacks(config, run_dir)
+        return [Poison(), *callbacks], checkpoints
+
+    monkeypatch.setattr(run_module, "build_callbacks", build)
+
+
+def test_a_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = tmp_path / "runs" / "iris-mlp" / "20200101-000000-000000"
+    earlier.mkdir(parents=True)
+    (earlier / "manifest.json").write_text('{"status": "completed"}')
+    _inject_nan(monkeypatch, epoch=2, step=3)
+    done = _cli(["train", iris(tmp_path)])
+    assert done.exit_code == 1, done.output
+    text = " ".join(done.output.split())
+    assert "the loss became nan at epoch 2, step 3/6" in text
+    run_dir = next(p for p in runs(tmp_path / "runs") if p != earlier)
+    last = run_dir / "checkpoints" / "last.keras"
+    assert f"the last good checkpoint is kept: {last}" in text
+    failed = manifest(run_dir)
+    assert failed["status"] == "failed" and failed["error"]["type"] == "LossNotFinite"
+    assert failed["failure"]["epoch"] == 2 and failed["failure"]["step"] == 3
+    assert failed["failure"]["last_good_checkpoint"] == str(last)
+    from kexp.tf import keras
+
+    assert all(np.isfinite(w).all() for w in keras.models.load_model(last).get_weights())
+    assert [r["epoch"] for r in history(run_dir)] == ["0"]  # the diverged epoch is not logged
+    state = json.loads((run_dir / "backup" / "state.json").read_text())
+    assert (state["epochs"], state["step"]) == (1, 0)
+    assert (earlier / "manifest.json").read_text() == '{"status": "completed"}'
+
+
+def test_terminate_on_nan_can_be_turned_off(tmp_path: Path) -> None:
+    from kexp.config import load_config
+    from kexp.training.callbacks import build_callbacks
+    from kexp.training.nan import NanGuard
+
+    on = load_config(iris(tmp_path, "on.yaml")).config
+    off = load_config(iris(tmp_path, "off.yaml", train={"epochs": 2, "terminate_on_nan": False})).config
+    assert any(isinstance(c, NanGuard) for c in build_callbacks(on, tmp_path)[0])
+    assert not any(isinstance(c, NanGuard) for c in build_callbacks(off, tmp_path)[0])
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def test_preflight_reports_missing_data_and_an_unwritable_root_before_anything(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = iris(tmp_path, output={"root": str(blocker / "runs")})
+    data = yaml.safe_load(config.read_text())
+    data["data"]["train"]["path"] = str(tmp_path / "missing.csv")
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = _cli(["train", config])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert "2 problems" in text
+    assert f"data.train.path: no such file or folder: {tmp_path / 'missing.csv'}" in text
+    assert "output.root: cannot write runs under" in text and "is a file" in text
+    assert "Traceback" not in done.output
+
+
+def test_preflight_checks_the_root_given_on_the_command_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = _cli(["train", iris(tmp_path), "--output-root", blocker / "x"])
+    assert done.exit_code == 2 and "--output-root" in done.output and "is a file" in done.output
+
+
+def test_preflight_checks_free_space_for_this_models_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kexp.preflight as preflight
+
+    usage = preflight.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(preflight.shutil, "disk_usage",
+                        lambda path: usage._replace(free=10 * preflight.MIB))
+    done = _cli(["train", iris(tmp_path)])
+    assert done.exit_code == 2 and "has only 10.0 MiB free" in " ".join(done.output.split())
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage",
+                        lambda path: usage._replace(free=preflight.MIN_FREE + 1))
+    done = _cli(["train", iris(tmp_path)])  # enough for the floor, not for this model
+    assert done.exit_code == 2, done.output
+    assert "not enough free space" in done.output and "parameters" in done.output
+    assert not (tmp_path / "runs").exists()  # no run directory was made
+
+
+def test_a_missing_gpu_is_reported_before_the_data_is_read(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.csv"
+    broken.write_text("not,the,iris,columns\n1,2,3,4\n")  # reading it would be an error too
+    config = iris(tmp_path, hardware={"accelerator": "gpu"})
+    data = yaml.safe_load(config.read_text())
+    data["data"]["train"]["path"] = str(broken)
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = _cli(["train", config])
+    assert done.exit_code == 2, done.output
+    assert "hardware.accelerator" in done.output and "gpu" in done.output.lower()
+    assert "sepal_length" not in done.output  # the data was never read
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,140 @@
+"""What a resume accepts: the given config is compared with the run's saved one key by key;
+keys safe to change are shown and applied, any other difference is refused (exit 2, each key
+with its line); a run being trained, a changed data file or a non-run directory is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from _repro import iris
+
+
+def _cli(args: list[str]) -> Any:
+    from typer.testing import CliRunner
+
+    from kexp.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _run_dir(tmp_path: Path, status: str = "interrupted", **manifest: Any) -> Path:
+    """A run directory as `kexp train` leaves it, before any training state was saved."""
+    from kexp.config import load_config
+    from kexp.config.yaml_io import dump
+
+    run_dir = tmp_path / "runs" / "iris-mlp" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    resolved = load_config(iris(tmp_path)).config.model_dump(mode="json")
+    (run_dir / "config.yaml").write_text(dump(resolved))
+    (run_dir / "manifest.json").write_text(json.dumps({"status": status, **manifest}))
+    return run_dir
+
+
+def _edited(tmp_path: Path, **changes: Any) -> Path:
+    data = yaml.safe_load(iris(tmp_path, "base.yaml").read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / "given.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_unsafe_differences_are_refused_key_by_key(tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path)
+    given = _edited(tmp_path, **{"data.batch_size": 32, "seed": 8, "train.epochs": 9})
+    data = yaml.safe_load(given.read_text())
+    data["compile"]["optimizer"] = {"Adam": {"learning_rate": 0.02}}
+    given.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = _cli(["train", given, "--resume", run_dir])
+    assert done.exit_code == 2, done.output
+    text = done.output
+    assert "Traceback" not in text
+    assert "3 problems" in text
+    assert f"{given}:{_line_of(given, 'batch_size')}: data.batch_size: differs from the run " \
+           "being resumed (saved: 16, given: 32)" in " ".join(text.split())
+    assert "compile.optimizer.Adam.learning_rate" in text and "saved: 0.01, given: 0.02" in text
+    assert "seed" in text and "saved: 7, given: 8" in text
+    assert "train.epochs" in text.split("a resume may change only")[1]  # the safe-key hint
+    assert "train.epochs: differs" not in text  # safe: not a problem
+
+
+def test_safe_differences_are_applied_and_a_missing_seed_is_the_runs(tmp_path: Path) -> None:
+    from kexp.config import load_config
+    from kexp.training.resume import plan_resume
+
+    run_dir = _run_dir(tmp_path)
+    given = _edited(tmp_path, **{"train.epochs": 9, "seed": None, "description": "longer"})
+    data = yaml.safe_load(given.read_text())
+    data["callbacks"][0]["EarlyStopping"]["patience"] = 3
+    given.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = plan_resume(run_dir, load_config(given))
+    assert sorted(c.key for c in plan.changes) == [
+        "callbacks[0].EarlyStopping.patience", "description", "train.epochs"]
+    assert plan.loaded.config.train.epochs == 9 and plan.loaded.config.seed == 7
+    assert plan.snapshot is None  # nothing saved yet: it starts from the first epoch
+
+
+def test_resume_is_refused_while_the_run_is_being_trained(tmp_path: Path) -> None:
+    from kexp.training.lock import RunLock
+
+    run_dir = _run_dir(tmp_path, status="running")
+    with RunLock.acquire(run_dir):
+        assert RunLock.is_held(run_dir)
+        done = _cli(["resume", run_dir])
+    assert done.exit_code == 2 and "is being trained right now" in done.output
+    assert not RunLock.is_held(run_dir)
+
+
+def test_resume_is_refused_when_the_data_changed(tmp_path: Path) -> None:
+    from kexp.config import load_config
+
+    config = load_config(iris(tmp_path)).config
+    run_dir = _run_dir(tmp_path, data_files={config.data.train.path: "0" * 64})
+    done = _cli(["resume", run_dir])
+    assert done.exit_code == 2, done.output
+    assert "has changed since" in done.output and "iris_train.csv" in done.output
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "nowhere", "no such run directory"),
+    (lambda tmp: tmp, "is not a kexp run directory"),
+])
+def test_resume_needs_a_run_directory(tmp_path: Path, make: Any, message: str) -> None:
+    done = _cli(["resume", make(tmp_path)])
+    assert done.exit_code == 2 and message in done.output
+    assert _cli(["train"]).exit_code == 2  # neither a config nor --resume
+
+
+def test_diff_is_leaf_by_leaf_and_knows_the_safe_keys() -> None:
+    from kexp.config.diff import diff, is_safe
+
+    saved = {"train": {"epochs": 3, "steps_per_epoch": None}, "seed": 1,
+             "callbacks": [{"EarlyStopping": {"patience": 2, "monitor": "val_loss"}}],
+             "output": {"formats": ["keras"]}, "deterministic": True}
+    given = {"train": {"epochs": 5, "steps_per_epoch": None}, "seed": 1.0,
+             "callbacks": [{"EarlyStopping": {"patience": 4, "monitor": "loss"}},
+                           {"TensorBoard": {}}],
+             "output": {"formats": ["keras", "h5"]}, "deterministic": 1}
+    changes = {c.key: c for c in diff(saved, given)}
+    assert set(changes) == {"train.epochs", "callbacks[0].EarlyStopping.patience",
+                            "callbacks[0].EarlyStopping.monitor", "callbacks[1].TensorBoard",
+                            "output.formats[1]", "deterministic"}  # 1 == 1.0; True != 1
+    assert {k for k, c in changes.items() if c.safe} == {
+        "train.epochs", "callbacks[0].EarlyStopping.patience", "output.formats[1]"}
+    assert changes["callbacks[1].TensorBoard"].saved is None
+    assert is_safe(("callbacks", 3, "ReduceLROnPlateau", "patience"))
+    assert not is_safe(("callbacks", 3, "ReduceLROnPlateau", "factor"))
+    assert not is_safe(("train",))
