@@ -273,3 +273,37 @@ def test_plot_draws_the_graph(tmp_path: Path) -> None:
     assert plot(model, tmp_path / "g.svg") is None
     svg = (tmp_path / "g.svg").read_text()
     assert "encoder" in svg and "digit" in svg
+
+
+NESTED = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+layers:
+  tied: {Dense: {units: 64, use_bias: false}}     # the model's: shared by every instance
+blocks:
+  inner:
+    inputs: [x]
+    graph:
+      - {name: t, layer: tied, inputs: x}
+      - {name: y, layer: Add, inputs: [x, t]}
+    outputs: [y]
+  outer:
+    inputs: [x]
+    graph:
+      - {name: a, block: inner, repeat: 2, inputs: x}
+      - {name: b, layer: {Dense: {units: 64}}, inputs: a}
+    outputs: [b]
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - {name: o, block: outer, repeat: 2, inputs: flat}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: o}
+outputs: [digit]
+"""
+
+
+def test_blocks_nest_and_may_share_the_models_layers() -> None:
+    model = build(NESTED)
+    names = {layer.name for layer in model.layers}
+    assert {"o_1_a_1_y", "o_1_a_2_y", "o_2_a_2_y", "o_1_b", "o_2_b"} <= names
+    tied = model.get_layer("tied")
+    assert len(layer_calls(model, tied)) == 4  # 2 outer x 2 inner repetitions, one kernel
+    assert model.count_params() == 64 * 64 + 2 * (64 * 64 + 64) + 64 * 10 + 10
