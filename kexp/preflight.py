@@ -15,6 +15,7 @@ after its first epoch because the disk is full, wastes the hour. ``kexp train`` 
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -54,7 +55,9 @@ def _data_paths(config: Any) -> Iterable[tuple[KeyPath, str]]:
         if fields is None:  # a source without the declaration: its ``path``, if any
             fields = ("path",) if isinstance(getattr(source, "path", None), str) else ()
         for name in fields:
-            yield from _paths(getattr(source, name, None), ("data", split, name))
+            for key_path, value in _paths(getattr(source, name, None), ("data", split, name)):
+                if not glob.has_magic(value):  # a glob's matches are checked by its source
+                    yield key_path, value
 
 
 def _located(loaded: Any, issue: ConfigIssue) -> ConfigIssue:
