@@ -22,9 +22,11 @@ def digits_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def example(name: str, data: Path, tmp_path: Path) -> Path:
+def example(name: str, data: Path, tmp_path: Path, **data_keys: object) -> Path:
     """A shipped config next to a copy of its data (paths stay as shipped), 1 epoch."""
     config = yaml.safe_load((CONFIGS / name).read_text())
+    for split, changes in data_keys.items():
+        config["data"][split].update(changes)
     config.update(train={"epochs": 1}, callbacks=[], output={"root": str(tmp_path / "runs")})
     config.pop("checkpoint", None)
     config["model"]["sequential"]["layers"] = [  # small: these tests are about the data
@@ -71,7 +73,8 @@ def test_tfrecord_config_trains_on_the_written_records(digits_files: Path, tmp_p
 
     from kexp.training.run import train
 
-    config = example("digits_tfrecord.yaml", digits_files, tmp_path)
+    config = example("digits_tfrecord.yaml", digits_files, tmp_path,  # a glob, relative
+                     train={"files": "data/digits_tfrecord/tr*.tfrecord.gz"})
     run = train(config, out=Console(file=open("/dev/null", "w")))
     manifest = json.loads((run.directory / "manifest.json").read_text())
     assert manifest["splits"]["train"]["examples"] == 1222
