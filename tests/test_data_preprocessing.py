@@ -110,3 +110,51 @@ def test_preprocessing_mistakes_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the features are one array, not named columns"):
         train(wrong, tmp_path)
     assert not (tmp_path / "e").exists() and not (tmp_path / "experiments").exists()
+
+
+def test_text_folder_with_text_vectorization_and_integer_ids(tmp_path: Path) -> None:
+    """Strings adapted into a vocabulary (TextVectorization) and integer ids (IntegerLookup)."""
+    from kexp.prediction import predict
+
+    for label, words in {"neg": ["bad awful", "awful day", "bad bad"],
+                         "pos": ["good day", "great good", "good fine"]}.items():
+        (tmp_path / "texts" / label).mkdir(parents=True)
+        for i, text in enumerate(words):
+            (tmp_path / "texts" / label / f"{i}.txt").write_text(text)
+    config = {
+        "name": "texts", "seed": 1,
+        "data": {"train": {"source": "text_dir", "path": str(tmp_path / "texts")},
+                 "preprocessing": {"layers": [{"TextVectorization": {
+                     "max_tokens": 20, "output_sequence_length": 3}}]},
+                 "batch_size": 2},
+        "model": {"sequential": {"input": {"shape": [3], "dtype": "int64"}, "layers": [
+            {"Embedding": {"input_dim": 20, "output_dim": 4}}, {"GlobalAveragePooling1D": {}},
+            {"Dense": {"units": 2, "activation": "softmax"}}]}},
+        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        "train": {"epochs": 1},
+        "output": {"root": str(tmp_path / "runs"), "formats": ["keras"]},
+    }
+    run = train(config, tmp_path)
+    vocabulary = next(l for l in run.model.layers if hasattr(l, "get_vocabulary")).get_vocabulary()
+    assert {"bad", "good", "day"} <= set(vocabulary)
+    columns = predict(run.directory, tmp_path / "texts")
+    assert set(columns["predicted_label"]) <= {"neg", "pos"} and len(columns["prob_neg"]) == 6
+
+    table = tmp_path / "ids.csv"
+    table.write_text("shop,amount,bought\n" + "".join(
+        f"{[7, 42, 1000][i % 3]},{i},{i % 2}\n" for i in range(12)))
+    config = {
+        "name": "ids", "seed": 1,
+        "data": {"train": {"source": "csv", "path": str(table), "label": "bought",
+                           "column_types": {"shop": "integer"}},
+                 "preprocessing": {"columns": {"shop": [{"IntegerLookup": {"output_mode": "one_hot"}}],
+                                               "amount": [{"Normalization": {}}]}}},
+        "model": {"sequential": {"input": {"shape": [5]}, "layers": [
+            {"Dense": {"units": 1, "activation": "sigmoid"}}]}},
+        "compile": {"optimizer": "adam", "loss": "binary_crossentropy"},
+        "train": {"epochs": 1},
+        "output": {"root": str(tmp_path / "runs"), "formats": ["keras"]},
+    }
+    run = train(config, tmp_path)
+    columns = predict(run.directory, table)
+    assert len(columns["probability"]) == 12
