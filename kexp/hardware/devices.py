@@ -36,9 +36,6 @@ class Devices:
     tpus: list[str]
     cpus: int
 
-    def record(self) -> dict[str, Any]:
-        return {"gpus": self.gpus, "tpus": self.tpus, "cpu_devices": self.cpus}
-
 
 def _default_api() -> Any:
     from kexp.tf import tf

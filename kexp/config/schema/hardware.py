@@ -38,9 +38,6 @@ def _host_port(value: str) -> str:
 #: ``host:port`` of one worker (a hostname, IPv4 address or ``[IPv6]``).
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-
-
 class ClusterSection(Section):
     """Where the workers of ``multi_worker_mirrored`` are, and which one this process is."""
 
