@@ -28,6 +28,8 @@ def _activation(model: Any, output_index: int) -> str | None:
     try:
         tensor = model.outputs[output_index]
         layer = tensor._keras_history.operation
+        while type(layer).__name__ == "Identity":  # an output renamed by a functional graph
+            layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
     except (AttributeError, IndexError):
         return None
     if getattr(layer, "outputs", None) and layer is not model:

@@ -307,3 +307,32 @@ def test_blocks_nest_and_may_share_the_models_layers() -> None:
     tied = model.get_layer("tied")
     assert len(layer_calls(model, tied)) == 4  # 2 outer x 2 inner repetitions, one kernel
     assert model.count_params() == 64 * 64 + 2 * (64 * 64 + 64) + 64 * 10 + 10
+
+
+RENAMED = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+layers:
+  classify: {Dense: {units: 10, activation: softmax}}
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - {name: head, layer: {Dense: {units: 1, activation: sigmoid}}, inputs: flat}
+  - {name: shared_head, layer: classify, inputs: flat}
+outputs: {odd: head, digit: shared_head}
+"""
+
+
+def test_outputs_are_named_as_declared_and_predict_knows_their_activation() -> None:
+    import numpy as np
+
+    from kexp.prediction import prediction_columns
+
+    model = build(RENAMED, compile_="loss: {odd: binary_crossentropy, digit: sparse_categorical_crossentropy}",
+                  y="{odd: parity, digit: labels}")
+    assert sorted(model.output_names) == ["digit", "odd"]
+    names = [layer.name for layer in model.layers]
+    assert "odd" in names and "head" not in names  # its own layer: simply named after the output
+    assert type(model.get_layer("digit")).__name__ == "Identity"  # a shared layer keeps its name
+    x = np.load(DATA / "digits_test.npz")["images"][:5]
+    columns = prediction_columns(model, model.predict(x, verbose=0))
+    assert "digit_prob_9" in columns and "digit_predicted_label" in columns
+    assert "odd_probability" in columns and "odd_predicted_label" in columns

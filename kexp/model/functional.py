@@ -83,6 +83,8 @@ class GraphBuilder:
         self.first_call: dict[int, str] = {}
         #: The model's ``layers:``, visible in every graph (blocks included).
         self.shared: dict[str, Any] = {}
+        #: Node -> the output name its own layer takes (``outputs: {label: head}``).
+        self.renamed: dict[str, str] = {}
 
     # -- the whole model ---------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class GraphBuilder:
         self.raise_issues()
 
         scope = model_scope(spec, path)
+        self.renamed = _renamed_outputs(scope)
         origins = {name: f"input '{name}'" for name in inputs}
         env = self.run(scope, dict(inputs), origins, "", {}, "")
         outputs = self.outputs(scope, env, "")
@@ -259,7 +262,7 @@ class GraphBuilder:
                 raise NodeFailed(node.name)
             return layers[node.layer]
         cls, kwargs = spec_parts(node.layer)
-        name = prefix + node.name
+        name = prefix + node.name if prefix else self.renamed.get(node.name, node.name)
         try:
             layer = make_layer({cls: {**kwargs, "name": name}}, at + ("layer",))
         except ConfigError as exc:
@@ -321,6 +324,24 @@ class GraphBuilder:
         if self.issues:
             unique = list({(i.path, i.message): i for i in self.issues}.values())
             raise ConfigError(unique)
+
+
+def _renamed_outputs(scope: Scope) -> dict[str, str]:
+    """Nodes whose layer can simply be named after the output they are (no Identity layer).
+
+    ``outputs: {label: head}`` names the output ``label``; when ``head`` is a node with a
+    layer of its own and nothing else is called ``label``, that layer is named ``label``.
+    """
+    taken = set(scope.inputs) | {node.name for node in scope.graph} | set(scope.layers)
+    refs_to = [ref for ref in scope.outputs.values()]
+    renamed = {}
+    for out, ref in scope.outputs.items():
+        node = next((n for n in scope.graph if n.name == ref), None)
+        if (node is not None and out != ref and out not in taken and refs_to.count(ref) == 1
+                and node.layer is not None and not (isinstance(node.layer, str)
+                                                    and node.layer in scope.layers)):
+            renamed[ref] = out
+    return renamed
 
 
 def _base(ref: str) -> str:
