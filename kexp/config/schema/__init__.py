@@ -6,7 +6,7 @@ all come from :class:`ExperimentConfig`. It imports pydantic only, never TensorF
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from pydantic import Field
 
@@ -41,6 +41,14 @@ from kexp.config.schema.training import (
 class ExperimentConfig(Section):
     """One experiment: data, model, compile, training, callbacks, hardware and output."""
 
+    # Merged away while loading (kexp.config.compose) and never dumped; declared so that
+    # the JSON Schema and the reference page know the key.
+    extends: Optional[Union[str, list[str]]] = Field(
+        None,
+        exclude=True,
+        description="Base config(s) this one builds on, relative to this file, merged "
+        "before validation: maps merge, lists replace (`key+:` appends).",
+    )
     name: str = Field(
         min_length=1,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
