@@ -9,13 +9,13 @@ that need it, so ``kexp --help`` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-from rich.console import Console
 
 from kexp import __version__
 from kexp.errors import ConfigError, KexpError, UserError
@@ -26,23 +26,61 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich-formatted help imports rich's markdown and syntax machinery,
+    # which alone costs more than `kexp --help`'s time budget.
+    rich_markup_mode=None,
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich is not free, and most runs of
+    ``kexp --help`` or of a schema check never print through it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+err: Any = _LazyConsole(stderr=True, highlight=False)
+out: Any = _LazyConsole(highlight=False)
 
 DebugOption = typer.Option(False, "--debug", help="Show the Python traceback of an error.")
+SetOption = typer.Option(
+    None, "--set", metavar="KEY=VALUE",
+    help="Override a config key (repeatable): train.epochs=5, +callbacks[]={TerminateOnNaN: {}} "
+    "appends, ~callbacks[0] removes. Values are YAML.",
+)
+
+
+def _label(text: str) -> str:
+    """``text`` in bold red on a terminal (unless NO_COLOR), plain otherwise."""
+    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+        return f"\x1b[1;31m{text}\x1b[0m"
+    return text
 
 
 def _report(exc: KexpError) -> None:
+    """The message of a user error, one issue per line, never wrapped (so each line can be
+    searched and clicked as ``file:line``). Plain writes: an error found by the schema
+    check is reported without importing rich at all."""
     if isinstance(exc, ConfigError):
         errors = [i for i in exc.issues if i.severity == "error"]
         noun = "problem" if len(errors) == 1 else "problems"
-        err.print(f"[bold red]error:[/bold red] {len(errors)} {noun} in the config:")
-        for issue in exc.issues:
-            err.print(f"  {issue}", markup=False, soft_wrap=True)
-    else:
-        err.print("[bold red]error:[/bold red] ", end="")
-        err.print(str(exc), markup=False, soft_wrap=True)
+        lines = [f"{_label('error:')} {len(errors)} {noun} in the config:"]
+        lines += [f"  {issue}" for issue in exc.issues]
+        if exc.hint:
+            lines.append(f"  ({exc.hint})")
+    else:  # a KexpError may name itself (an interrupted run is not an error)
+        lines = [f"{_label(getattr(exc, 'title', 'error') + ':')} {exc}"]
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
 
 
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
@@ -186,13 +224,18 @@ def env_report(
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="The experiment's YAML config."),
+    sets: Optional[List[str]] = SetOption,
     plot: Optional[Path] = typer.Option(
         None, "--plot", metavar="FILE",
         help="Also draw the model graph into FILE (.png, .svg, .pdf); needs pydot and graphviz.",
     ),
     debug: bool = DebugOption,
 ) -> None:
-    """Check a config (schema, then every Keras name and argument) and show the model."""
+    """Check a config (schema, then every Keras name and argument) and show the model.
+
+    Every problem is reported at once, each with its key path, file and line. The schema is
+    checked first, without TensorFlow; Keras names and arguments once it passes.
+    """
 
     def action() -> None:
         from kexp.config import load_config
@@ -200,7 +243,13 @@ def validate(
         if plot is not None and plot.exists():  # checked first: never draw over a file
             raise UserError(f"{plot} already exists; kexp never overwrites a file: remove it "
                             "or give --plot another name")
-        loaded = load_config(config)
+        try:
+            loaded = load_config(config, sets or ())
+        except ConfigError as exc:
+            if exc.hint is None and any(i.line or i.file for i in exc.issues):
+                exc.hint = ("layer, optimizer, loss, metric and callback names and arguments "
+                            "are checked once these are fixed")
+            raise
         from kexp.training.run import prepare
 
         _, _, model = prepare(loaded, connect=False)  # no cluster server, no TPU
@@ -215,6 +264,59 @@ def validate(
             else:
                 err.print("[yellow]note:[/yellow] ", end="")
                 err.print(f"no plot written: {note}", markup=False, soft_wrap=True)
+
+    _run(debug, action)
+
+
+@app.command()
+def schema(
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write here instead of printing (replaces only a file "
+        "kexp generated)."
+    ),
+    fmt: str = typer.Option(
+        "json", "--format", help="json: the JSON Schema for editors; markdown: the reference "
+        "page of every key and default."
+    ),
+    debug: bool = DebugOption,
+) -> None:
+    """Write the config's JSON Schema (or its reference page), generated from the schema
+    that validates configs. Editors: put `# yaml-language-server: $schema=FILE` on a
+    config's first line."""
+
+    def action() -> None:
+        from kexp.config.schema_output import render_schema, write_generated
+
+        text = render_schema(fmt)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            write_generated(output, text)
+            err.print(f"wrote {output}")
+
+    _run(debug, action)
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path("kexp.yaml"), help="The config file to write."),
+    functional: bool = typer.Option(
+        False, "--functional", help="A Functional (graph) model instead of a Sequential one."
+    ),
+    debug: bool = DebugOption,
+) -> None:
+    """Write a commented starter config that validates and trains as it is (with its data
+    and the JSON Schema for editors next to it). Never overwrites a file."""
+
+    def action() -> None:
+        from kexp.starter import write_starter
+
+        done = write_starter(path, functional=functional)
+        for written in done.written:
+            err.print(f"wrote {written}", markup=False)
+        for kept in done.kept:
+            err.print(f"kept  {kept} (already there)", markup=False)
+        out.print(f"next: kexp validate {path} && kexp train {path}", markup=False)
 
     _run(debug, action)
 
