@@ -4,23 +4,34 @@
     >>> loaded.config.train.epochs                            # doctest: +SKIP
     30
 
-Data paths in a config are relative to the config file; :func:`load_config` makes them
-absolute, so the resolved config saved into a run directory still points at the same files.
+Data paths in a config are relative to the config file that wrote them (a base config's
+paths to the base config; see :mod:`kexp.config.compose`); ``--set`` paths are relative to
+the working directory. :func:`load_config` makes them absolute, so the resolved config saved
+into a run directory still points at the same files.
+
+The order: YAML (+ ``${env:...}``) per file, ``extends`` merged, ``--set`` overrides applied
+(:mod:`kexp.config.overrides`), then the schema. Every step keeps the :class:`SourceMap`
+current, so any error, including a Keras-level one found later (:meth:`LoadedConfig.locating`),
+points at the file and line, or the ``--set``, to fix.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 from pydantic import ValidationError
 
 from kexp.config.schema import ExperimentConfig
 from kexp.config.schema.data import SourceBase
+from kexp.config.schema.plugins import is_file_entry
+from kexp.config.compose import compose_file, compose_text
+from kexp.config.overrides import apply_overrides, is_override_origin
 from kexp.config.validation import issues_from
-from kexp.config.yaml_io import SourceMap, load_file, load_text
-from kexp.errors import ConfigError
+from kexp.config.yaml_io import SourceMap
+from kexp.errors import ConfigError, ConfigIssue, KeyPath, relocating_warnings
 
 
 @dataclass
@@ -31,6 +42,10 @@ class LoadedConfig:
     raw: dict[str, Any]
     where: SourceMap
     file: Path | None
+    #: The ``--set`` overrides applied, in order (saved next to a run's config.yaml).
+    overrides: tuple[str, ...] = ()
+    #: The base configs merged in through ``extends`` (as named in messages).
+    bases: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved config (defaults filled in, paths absolute) as plain data."""
@@ -39,8 +54,41 @@ class LoadedConfig:
     def locate(self, path: tuple) -> tuple[str | None, int | None]:
         return self.where.locate(path)
 
+    def locate_issues(self, issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:
+        """Issues found after loading (Keras names, shapes) given their file, line and value."""
+        located = []
+        for issue in issues:
+            issue = issue.located(*self.where.locate(issue.path))
+            changed = sorted({f for _, (f, _) in self.where.under(issue.path)
+                              if is_override_origin(f) and f != issue.file})
+            if changed:  # the file's line, but a --set inside it may be the cause
+                issue = replace(issue, message=f"{issue.message} (changed by {', '.join(changed)})")
+            if not issue.has_value:
+                found, value = _value_at(self.raw, issue.path)
+                if found and isinstance(value, (str, int, float, bool)) and (
+                    str(value) not in issue.message
+                ):
+                    issue = replace(issue, value=value, has_value=True)
+            located.append(issue)
+        return located
 
-def validate(raw: Any, where: SourceMap, file: Path | None) -> LoadedConfig:
+    @contextmanager
+    def locating(self) -> Iterator[None]:
+        """Re-raise any ConfigError from the block with every issue located in the YAML.
+
+        Keras-level checks (:mod:`kexp.resolve`, model building, data fit) know key paths
+        only; this is the one place that turns them into ``file:line``. ConfigWarnings
+        (a graph node no output uses) are re-issued located the same way.
+        """
+        with relocating_warnings(self.locate_issues):
+            try:
+                yield
+            except ConfigError as exc:
+                raise ConfigError(self.locate_issues(exc.issues), hint=exc.hint) from exc
+
+
+def validate(raw: Any, where: SourceMap, file: Path | None,
+             overrides: Sequence[str] = (), bases: Sequence[str] = ()) -> LoadedConfig:
     """Check plain data against the schema; every problem is reported in one ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError.single(
@@ -54,22 +102,63 @@ def validate(raw: Any, where: SourceMap, file: Path | None) -> LoadedConfig:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(issues_from(exc, raw, where, ExperimentConfig)) from None
-    base = file.parent if file is not None else Path.cwd()
-    return LoadedConfig(_absolute_paths(config, base), raw, where, file)
+    default = file.parent if file is not None else Path.cwd()
+    config = _absolute_paths(config, _base_of(where, default))
+    return LoadedConfig(config, raw, where, file, tuple(overrides), tuple(bases))
 
 
-def load_config(path: str | Path) -> LoadedConfig:
-    """Read, validate and resolve a config file."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> LoadedConfig:
+    """Read a config file (with its ``extends``), apply ``--set`` overrides, validate."""
     path = Path(path)
-    raw, where = load_file(path)
-    return validate(raw, where, path.resolve())
+    raw, where, bases = compose_file(path)
+    raw = apply_overrides(raw, where, overrides, ExperimentConfig)
+    return validate(raw, where, path.resolve(), overrides, bases)
 
 
-def load_config_text(text: str, base_dir: Path | None = None) -> LoadedConfig:
+def load_config_text(text: str, base_dir: Path | None = None,
+                     overrides: Sequence[str] = ()) -> LoadedConfig:
     """Like :func:`load_config`, for a config held in a string (tests, notebooks)."""
-    raw, where = load_text(text, "<string>")
+    raw, where, bases = compose_text(text, base_dir)
+    raw = apply_overrides(raw, where, overrides, ExperimentConfig)
     file = (base_dir / "<string>") if base_dir is not None else None
-    return validate(raw, where, file)
+    return validate(raw, where, file, overrides, bases)
+
+
+def _value_at(raw: Any, path: KeyPath) -> tuple[bool, Any]:
+    node = raw
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
+def _base_of(where: SourceMap, default: Path) -> Callable[[KeyPath], Path]:
+    """The directory relative paths at a key path are taken from.
+
+    A path is relative to the file that wrote it; for a source mapping, to the file that
+    wrote its ``path`` (or ``source``) key, so a base config's data stays next to the base
+    config even when a child changes other keys of the same source. ``--set`` paths are
+    relative to the working directory.
+    """
+
+    def base_of(path: KeyPath) -> Path:
+        for probe in (path + ("path",), path + ("source",), path):
+            if probe in where:
+                file, _ = where.locate(probe)
+                break
+        else:
+            file, _ = where.locate(path)
+        if is_override_origin(file):
+            return Path.cwd()
+        if file is None or file.startswith("<"):
+            return default
+        return Path(file).resolve().parent
+
+    return base_of
 
 
 def _absolute(base: Path, value: Any) -> Any:
@@ -80,11 +169,16 @@ def _absolute(base: Path, value: Any) -> Any:
     return str((base / Path(value).expanduser()).resolve())
 
 
-def _absolute_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
-    """A copy of ``config`` whose data file paths are absolute (relative to ``base``)."""
+def _absolute_paths(config: ExperimentConfig,
+                    base_of: Callable[[KeyPath], Path]) -> ExperimentConfig:
+    """A copy of ``config`` whose data file paths are absolute (``base_of`` each key path)."""
     updates: dict[str, Any] = {}
     for split in ("train", "validation", "test"):
         source = getattr(config.data, split)
         if isinstance(source, SourceBase):  # each source knows which of its fields are paths
-            updates[split] = source.with_absolute_paths(base)
-    return config.model_copy(update={"data": config.data.model_copy(update=updates)})
+            updates[split] = source.with_absolute_paths(base_of(("data", split)))
+    plugins = [_absolute(base_of(("plugins", i)), p) if is_file_entry(p) else p
+               for i, p in enumerate(config.plugins)]
+    return config.model_copy(
+        update={"data": config.data.model_copy(update=updates), "plugins": plugins}
+    )
