@@ -7,10 +7,11 @@ npz, a csv (64 pixel columns + label), a folder of PNGs per class and a GZIP TFR
 The same small CNN (same initial weights) is trained on each through kexp's own code path
 (``load_splits`` + ``make_dataset``, cache on), and once with plain Keras on the numpy arrays
 already in memory (``model.fit(x, y)``). Steady state is epochs 2.. (epoch 1 reads,
-decodes and fills the cache); a figure is the median steps/s of those epochs. Everything is
-measured ``--rounds`` times, interleaved, and the best round of each is kept: on a shared
-machine the best is the one least disturbed by other work. Target: every source >= 0.95 of
-in-memory.
+decodes and fills the cache); a figure is the median over those epochs. Each round measures
+in-memory, every source, then in-memory again; a source's ratio in a round is against the mean
+of that round's two in-memory runs, and the table shows the median over ``--rounds`` rounds,
+both for wall-clock steps/s and for CPU time per step (the process's CPU seconds, which other
+work on a shared machine disturbs less). Target: every source >= 0.95 of in-memory.
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ SEED = 7
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch."""
+    """Wall time and process CPU time of each epoch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.times.append(time.perf_counter() - self.start)
+        self.cpu.append(time.process_time() - self.cpu_start)
 
 
 def model(flat: bool = False) -> Any:
@@ -102,26 +106,27 @@ def write_sources(folder: Path, copies: int) -> tuple[np.ndarray, np.ndarray, di
     return images, labels, specs
 
 
-def steady(times: list[float], steps: int) -> float:
-    """Median steps per second over epochs 2.. ."""
-    return steps / statistics.median(times[1:])
+def steady(timer: EpochTimer, steps: int) -> tuple[float, float]:
+    """Median steps per second and median CPU seconds per step, over epochs 2.. ."""
+    return steps / statistics.median(timer.times[1:]), statistics.median(timer.cpu[1:]) / steps
 
 
-def bench_memory(images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> float:
+def bench_memory(images: np.ndarray, labels: np.ndarray,
+                 args: argparse.Namespace) -> tuple[float, float]:
     timer = EpochTimer()
     model().fit(images, labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
                 callbacks=[timer], verbose=0)
-    return steady(timer.times, -(-len(images) // args.batch_size))
+    return steady(timer, -(-len(images) // args.batch_size))
 
 
-def bench_source(spec: dict, args: argparse.Namespace) -> float:
+def bench_source(spec: dict, args: argparse.Namespace) -> tuple[float, float]:
     data = DataSection.model_validate({"train": spec, "batch_size": args.batch_size})
     train = load_splits(data, SEED).train
     feed = make_dataset(train, args.batch_size, training=True, seed=SEED, cache=True)
     timer = EpochTimer()
     model(flat=spec["source"] == "csv").fit(feed, epochs=args.epochs, callbacks=[timer],
                                             shuffle=False, verbose=0)  # the pipeline shuffles
-    return steady(timer.times, -(-len(train) // args.batch_size))
+    return steady(timer, -(-len(train) // args.batch_size))
 
 
 def main() -> None:
@@ -132,19 +137,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     args = parser.parse_args()
     rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    cpu_ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         images, labels, specs = write_sources(Path(tmp), args.copies)
-        print(f"{len(images)} examples, batch {args.batch_size}, {args.epochs} epochs, "
-              f"steady state = median of epochs 2..{args.epochs}, best of {args.rounds} rounds")
+        print(f"{len(images)} examples, batch {args.batch_size}, {args.epochs} epochs, steady "
+              f"state = epochs 2..{args.epochs}, median of {args.rounds} rounds")
         for _ in range(args.rounds):
-            rates.setdefault("in memory", []).append(bench_memory(images, labels, args))
-            for name, spec in specs.items():
-                rates.setdefault(name, []).append(bench_source(spec, args))
-    memory = max(rates["in memory"])
-    print(f"{'source':<16} {'steps/s':>9} {'vs memory':>10}   rounds")
-    for name, values in rates.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"{name:<16} {max(values):9.1f} {max(values) / memory:10.2f}   {shown}")
+            before = bench_memory(images, labels, args)
+            measured = {name: bench_source(spec, args) for name, spec in specs.items()}
+            after = bench_memory(images, labels, args)
+            memory = ((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
+            measured = {"in memory": memory, **measured}
+            for name, (rate, cpu) in measured.items():
+                rates.setdefault(name, []).append(rate)
+                ratios.setdefault(name, []).append(rate / memory[0])
+                cpu_ratios.setdefault(name, []).append(memory[1] / cpu)
+    print(f"{'source':<16} {'steps/s':>8} {'vs memory':>10} {'CPU/step vs memory':>19}   "
+          "wall ratio per round")
+    for name in rates:
+        shown = ", ".join(f"{v:.2f}" for v in ratios[name])
+        print(f"{name:<16} {statistics.median(rates[name]):8.1f} "
+              f"{statistics.median(ratios[name]):10.2f} "
+              f"{statistics.median(cpu_ratios[name]):19.2f}   {shown}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 from kexp.config.schema import CsvSource
 from kexp.data.arrays import Arrays
-from kexp.errors import ConfigError, KeyPath, nearest
+from kexp.errors import ConfigError, KeyPath, format_path, nearest
 
 #: Largest file loaded whole when ``stream`` is not set; RAM/8 when that is smaller.
 STREAM_ABOVE_BYTES = 1 << 30
@@ -153,7 +153,7 @@ class CellReader:
                 raise self.error(
                     line, column,
                     f"is missing ({cell!r}); declare a value for it in "
-                    f"{_key(self.plan.at + ('fill', column))} or remove the row",
+                    f"{format_path(self.plan.at + ('fill', column))} or remove the row",
                 )
             return self.fill(column)
         if kind == "string":
@@ -162,7 +162,7 @@ class CellReader:
             return int(cell) if kind == "integer" else float(cell)
         except ValueError:
             hint = (f"; if it holds categories, declare "
-                    f"{_key(self.plan.at + ('column_types', column))}: string")
+                    f"{format_path(self.plan.at + ('column_types', column))}: string")
             word = "an integer" if kind == "integer" else "a number"
             raise self.error(line, column, f"is not {word}: {cell!r}{hint}") from None
 
@@ -177,12 +177,6 @@ class CellReader:
             raise ConfigError.single(
                 self.plan.at + ("fill", column), f"must be a number for a {kind} column"
             ) from None
-
-
-def _key(path: KeyPath) -> str:
-    from kexp.errors import format_path
-
-    return format_path(path)
 
 
 def _rows_checked(plan: Plan, handle: Any) -> Iterator[tuple[int, list[str]]]:
