@@ -79,7 +79,7 @@ def test_missing_data_file_and_wrong_key(tmp_path) -> None:
     config = shipped("digits_cnn.yaml")
     config["data"]["train"]["path"] = str(tmp_path / "gone.npz")
     assert_user_error(cli(["train", _config(tmp_path, data=config["data"])]),
-                      "data.train.path", "file not found")
+                      "data.train.path", "no such file or folder")
     config = shipped("digits_cnn.yaml")
     config["data"]["train"]["x"] = "image"
     assert_user_error(cli(["train", _config(tmp_path, data=config["data"])]),
