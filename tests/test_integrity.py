@@ -97,6 +97,31 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -
     assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".manifest.abc.tmp.json"]
 
 
+def test_a_declared_model_checkpoint_saves_atomically(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from kexp.tf import keras
+    from kexp.training.model_checkpoint import AtomicModelCheckpoint, atomic_model_checkpoints
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    target = tmp_path / "checkpoints" / "model.keras"
+    (callback,) = atomic_model_checkpoints([keras.callbacks.ModelCheckpoint(str(target))])
+    assert isinstance(callback, AtomicModelCheckpoint) and callback.filepath == str(target)
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 1.0})
+    keras.models.load_model(target, compile=False)
+    before = target.read_bytes()
+
+    def dies_mid_write(path: str, **kwargs: object) -> None:
+        Path(path).write_bytes(before[: len(before) // 2])
+        raise RuntimeError("killed while saving")
+
+    monkeypatch.setattr(model, "save", dies_mid_write)
+    with pytest.raises(RuntimeError):
+        callback.on_epoch_end(1, {"loss": 0.5})
+    assert target.read_bytes() == before and os.listdir(target.parent) == ["model.keras"]
+
+
 def test_history_file_survives_torn_rows_and_repeated_epochs(tmp_path: Path) -> None:
     from kexp.training.history import HistoryFile, read_history, repair_csv
 

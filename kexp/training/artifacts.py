@@ -31,9 +31,10 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     """A temporary path next to ``final`` that is renamed to it on success.
 
     The temporary name ends with ``suffix`` (default: ``final``'s suffix), since savers pick
-    the format from it (Keras wants ``.weights.h5`` for weights files). Before the rename the
-    file is flushed to disk, so after a power cut the final name holds old or new content,
-    not an empty file (a kill alone never needs this: the rename is what makes it atomic).
+    the format from it (Keras wants ``.weights.h5`` for weights files). The rename is what
+    makes a kill harmless; text files are also flushed to disk before it (:func:`write_text`),
+    model and state files are not (an ``fsync`` per save costs more than the save itself on
+    small models, and it only matters for an operating-system crash).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -46,26 +47,10 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; final files follow the umask
     try:
         yield tmp_path
-        _fsync(tmp_path)
         os.replace(tmp_path, final)
-        _fsync(final.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a directory's entries') data to disk; best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

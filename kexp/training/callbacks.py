@@ -30,6 +30,7 @@ from kexp.resolve import make_callback
 from kexp.tf import keras
 from kexp.training.artifacts import save_model
 from kexp.training.history import HistoryFile
+from kexp.training.model_checkpoint import atomic_model_checkpoints
 from kexp.training.nan import NanGuard
 from kexp.training.state import with_training_state
 
@@ -129,6 +130,7 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
     if config.checkpoint.save_best or config.checkpoint.save_last:
         checkpoints = Checkpoints(run_dir / "checkpoints", config.checkpoint, default_monitor(config))
         callbacks.append(checkpoints)
-    # the training state for resume: BackupAndRestore, kexp's (kexp.training.state)
-    callbacks = with_training_state(callbacks, backup_kwargs, run_dir)
+    # the training state for resume: BackupAndRestore, kexp's (kexp.training.state); and a
+    # declared ModelCheckpoint writes atomically (kexp.training.model_checkpoint)
+    callbacks = atomic_model_checkpoints(with_training_state(callbacks, backup_kwargs, run_dir))
     return callbacks, checkpoints
