@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from rich.console import Console
 
 from _kexp_hooks import MARK
@@ -102,7 +103,9 @@ def test_sigterm_stops_after_the_step_and_the_run_resumes(tmp_path: Path, refere
     assert (_state(run_dir)["epochs"], _state(run_dir)["step"]) == (1, 2)
     assert (run_dir / "checkpoints" / "last.keras").is_file()  # saved at the stop
 
-    _train(None, resume=run_dir)
+    import kexp
+
+    kexp.resume(run_dir, out=Console(file=io.StringIO()))  # the Python API of `kexp resume`
     _assert_same_run(run_dir, reference)
     assert manifest(run_dir)["resumes"][0]["previous_status"] == "interrupted"
 
@@ -150,6 +153,37 @@ def test_a_crashed_run_resumes_from_its_last_epoch(tmp_path: Path, reference: Pa
     assert run.directory == run_dir
     _assert_same_run(run_dir, reference)
     assert manifest(run_dir)["resumes"][0]["previous_status"] == "failed"
+
+
+def test_resumes_across_training_stages_are_bit_identical(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # freeze.epochs 2 of 4: a stop at the stage boundary (the state holds stage 1's optimizer,
+    # stage 2 starts a new one) and one in the middle of stage 2 (after its recompile)
+    def config(folder: Path) -> Path:
+        path = iris(folder, freeze={"layers": ["backbone"], "epochs": 2,
+                                    "fine_tune_learning_rate": 0.003},
+                    callbacks=[{"BackupAndRestore": {"save_freq": 2}}])
+        data = yaml.safe_load(path.read_text())
+        data["model"]["sequential"]["layers"][0]["Dense"]["name"] = "backbone"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    expected = _train(config(tmp_path / "reference")).directory
+    _crash_at(monkeypatch, 3, 1)
+    with pytest.raises(Crash):
+        _train(config(tmp_path))
+    (run_dir,) = runs(tmp_path / "runs")
+    assert (_state(run_dir)["epochs"], _state(run_dir)["step"]) == (2, 0)
+    _crash_at(monkeypatch, 3, 5)
+    with pytest.raises(Crash):
+        _train(None, resume=run_dir)
+    assert (_state(run_dir)["epochs"], _state(run_dir)["step"]) == (2, 4)
+    monkeypatch.undo()
+    _train(None, resume=run_dir)
+    assert manifest(run_dir)["weights_sha256"] == manifest(expected)["weights_sha256"]
+    assert history(run_dir) == history(expected)
+    assert [r["from"] for r in manifest(run_dir)["resumes"]] == [
+        {"epochs_completed": 2, "step": 0}, {"epochs_completed": 2, "step": 4}]
 
 
 def test_a_completed_run_continues_with_more_epochs(tmp_path: Path, reference: Path) -> None:

@@ -90,8 +90,18 @@ def make_dataset(
     prefetch: bool = True,
     drop_remainder: bool = False,
     shard_policy: str = "auto",
+    passes_from: int | None = None,
 ) -> Any:
-    """A batched ``tf.data.Dataset`` of ``(x, y)`` (or ``x`` alone when there are no labels)."""
+    """A batched ``tf.data.Dataset`` of ``(x, y)`` (or ``x`` alone when there are no labels).
+
+    ``passes_from`` (training): instead of one pass reshuffled on every new iterator, an
+    endless stream of passes over the split starting at that pass, pass ``p`` shuffled from
+    ``(seed, p)`` alone. tf.data draws a reshuffled order from a generator that all iterators
+    of a dataset share, and Keras makes several iterators (two per ``fit`` under a
+    distribution strategy, one of them reading ahead), so the order of a given epoch would
+    depend on what came before; a resumed run needs epoch N's order without training epochs
+    0 to N-1 first (kexp.training.loop).
+    """
     choice = choose(
         examples, training=training, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
         cache=cache, cache_file=cache_file, shard_policy=shard_policy,
@@ -102,9 +112,15 @@ def make_dataset(
         dataset = dataset.cache(str(cache_file))
     elif choice.cache == "memory":
         dataset = dataset.cache()
-    if choice.shuffle_buffer:
-        dataset = dataset.shuffle(choice.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder and training)
+    drop = drop_remainder and training
+    if passes_from is not None:
+        dataset = _passes(dataset, passes_from, choice.shuffle_buffer, seed, batch_size, drop)
+    else:
+        if choice.shuffle_buffer:
+            dataset = dataset.shuffle(
+                choice.shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            )
+        dataset = dataset.batch(batch_size, drop_remainder=drop)
     if prefetch:
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -113,6 +129,22 @@ def make_dataset(
     )
     options.deterministic = True
     return dataset.with_options(options)
+
+
+def _passes(
+    dataset: Any, first: int, buffer: int | None, seed: int, batch_size: int, drop: bool
+) -> Any:
+    """Passes ``first, first + 1, ...`` over ``dataset``, each shuffled from ``(seed, pass)``
+    and batched on its own (a pass's last partial batch stays partial, as in one epoch)."""
+
+    def one_pass(index: Any) -> Any:
+        data = dataset
+        if buffer:
+            pass_seed = tf.constant(seed, tf.int64) * 1_000_003 + index
+            data = data.shuffle(buffer, seed=pass_seed, reshuffle_each_iteration=False)
+        return data.batch(batch_size, drop_remainder=drop)
+
+    return tf.data.Dataset.counter(start=first).flat_map(one_pass)
 
 
 def steps(examples: Any, batch_size: int, drop_remainder: bool = False) -> int:

@@ -1,29 +1,30 @@
 """``fit`` in a form that a resumed run continues bit for bit.
 
-Three things make a resumed run differ from an uninterrupted one, besides the weights that
+Three things make a resumed run differ from an uninterrupted one, besides the variables that
 :class:`~kexp.training.state.TrainingState` restores:
 
-* **The order of the training examples.** ``Dataset.shuffle`` reshuffles on every new
-  iterator from a generator shared by all iterators of one dataset object, and Keras makes a
-  new iterator per epoch (sometimes two); a fresh process starting at epoch N would see the
-  order of epoch 0. Here the training data is one stream of epochs, ``dataset.repeat()``,
-  read by one iterator per ``fit`` call, and a resume skips the batches already trained on
-  (``skip(epochs * steps_per_epoch + step)``) in a *fresh* dataset object: the same batches
-  in the same order, whatever happened before.
+* **The order of the training examples.** ``Dataset.shuffle`` reshuffles from a generator
+  shared by every iterator of a dataset, and Keras makes one or two iterators per ``fit`` (one
+  of them reading ahead under a distribution strategy): the order of an epoch depends on
+  everything before it. Here ``fit`` reads an endless stream of passes over the training split
+  in which pass ``p`` is shuffled from ``(seed, p)`` alone (``make_dataset(passes_from=...)``,
+  :mod:`kexp.data.pipeline`); a resume starts the stream at the pass it stopped in and skips
+  the batches of that pass already trained on. ``steps_per_epoch`` is always given to ``fit``
+  (the whole split by default), so epochs and passes may differ.
 * **A stop in the middle of an epoch.** ``fit`` can only start at an epoch boundary. The rest
-  of the interrupted epoch is run as a ``fit`` of that one epoch whose data holds only the
-  remaining steps (``steps_per_epoch`` itself stays the same for everything that reads it,
-  such as learning-rate schedules), then training continues with a second ``fit``. A :class:`ContinuedCallbackList`
-  makes the two look like one to every callback: no ``on_train_end``/``on_train_begin``
-  between them, and step numbers offset so the interrupted epoch counts on from where it
-  stopped; the metric accumulators of the epoch's first part come from the saved state.
-* **Training stages** (:mod:`kexp.training.stages`): each stage's ``fit`` gets its own fresh
-  stream too, and a stage is entered (unfreeze, recompile) exactly once per process.
+  of the interrupted epoch is run as a ``fit`` of that one epoch with ``steps_per_epoch`` set
+  to the remaining steps (the callbacks and learning-rate schedules still see the whole
+  epoch's steps), then training continues with a second ``fit``. A
+  :class:`ContinuedCallbackList` makes the two look like one to every callback: no
+  ``on_train_end``/``on_train_begin`` between them, and step numbers offset so the
+  interrupted epoch counts on from where it stopped; the metric accumulators of the epoch's
+  first part come from the saved state.
+* **Training stages** (:mod:`kexp.training.stages`): each stage's ``fit`` gets its own stream
+  too, and a stage is entered (unfreeze, recompile) exactly once per process.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -114,10 +115,11 @@ FitFunction = Callable[..., Any]
 
 def fit_resumable(
     model: Any,
-    train_data: Callable[[], Any],
+    train_data: Callable[[int], Any],
     *,
     epochs: int,
     steps_per_epoch: int,
+    batches_per_pass: int,
     callbacks: Sequence[Any],
     state: TrainingState,
     after_state: Sequence[Any] = (),
@@ -129,20 +131,21 @@ def fit_resumable(
 ) -> Any:
     """Train from ``start`` to ``epochs``; returns the History of this process's epochs.
 
-    ``train_data()`` must build a new training dataset each call (one epoch of batches,
-    shuffled from the run's seed). ``enter_stage`` is the ``fit`` that enters a stage
+    ``train_data(p)`` must build a new dataset each call: the endless stream of training
+    batches from pass ``p`` on (``batches_per_pass`` batches per pass). ``enter_stage`` is the ``fit`` that enters a stage
     (``kexp.training.stages.fit``); continuing inside a stage uses ``model.fit``.
-    ``build_metrics`` is called before a mid-epoch restore, so the metric variables the
-    saved accumulators go into exist (Keras builds them lazily, at the first step).
+    ``build_metrics`` is called by the state before a mid-epoch restore, so the metric
+    variables the saved accumulators go into exist (Keras builds them lazily, at the first
+    step).
     """
     segments = plan(start, epochs, stage_starts)
     callbacks = [c for c in callbacks if c is not state] + [state, *after_state]
     state.steps_per_epoch = steps_per_epoch
     state.callbacks = callbacks
+    state.build_metrics = build_metrics
+    state.stage_starts = set(stage_starts)
     cbl = ContinuedCallbackList(callbacks, model, epochs=epochs, steps=steps_per_epoch,
                                 verbose=0)
-    if start.step and build_metrics is not None:
-        build_metrics()
     entered: set[int] = set()
     history = None
     stopped_stage: int | None = None
@@ -154,18 +157,20 @@ def fit_resumable(
         cbl.offset = segment.step
         # the partial epoch and the rest of its stage are one fit for the callbacks
         cbl.hold_end = partial and following is not None and following.stage == segment.stage
-        dataset = train_data().repeat().skip(segment.first * steps_per_epoch + segment.step)
-        if partial:  # the rest of one epoch: the data ends where the epoch does
-            dataset = dataset.take(steps_per_epoch - segment.step)
+        first_pass, skip = divmod(segment.first * steps_per_epoch + segment.step,
+                                  batches_per_pass)
+        dataset = train_data(first_pass).skip(skip)
+        # The rest of an interrupted epoch is a one-epoch fit of exactly the remaining steps.
+        # Not of the full epoch on data that ends early: the step that finds the data
+        # exhausted still increments the optimizer's iteration count (its increment does not
+        # wait for the batch inside the traced step), which shifts Adam's bias correction and
+        # every schedule from then on.
         arguments = {**fit_kwargs, "initial_epoch": segment.first, "epochs": segment.end,
-                     "steps_per_epoch": steps_per_epoch, "callbacks": cbl}
-        with warnings.catch_warnings():
-            # the partial epoch's data ending early is the plan, not a problem
-            warnings.filterwarnings("ignore", message=".*ran out of data")
-            if segment.stage in entered or enter_stage is None:
-                history = model.fit(dataset, **arguments)
-            else:
-                history = enter_stage(model, dataset, **arguments)
+                     "steps_per_epoch": steps_per_epoch - segment.step, "callbacks": cbl}
+        if segment.stage in entered or enter_stage is None:
+            history = model.fit(dataset, **arguments)
+        else:  # (a stage's recompile converts schedules with the whole epoch's steps)
+            history = enter_stage(model, dataset, epoch_steps=steps_per_epoch, **arguments)
         entered.add(segment.stage)
         cbl.offset = 0
         if cbl.hold_end:

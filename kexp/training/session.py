@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kexp.errors import TrainingFailed
+from kexp.errors import UserError
 from kexp.manifest import Manifest
 from kexp.tf import keras
 from kexp.training.artifacts import remove_stale_temporaries, save_model
@@ -95,10 +95,11 @@ class Session:
     def fit(
         self,
         model: Any,
-        train_data: Callable[[], Any],
+        train_data: Callable[[int], Any],
         *,
         epochs: int,
         steps_per_epoch: int,
+        batches_per_pass: int,
         callbacks: Sequence[Any],
         last_checkpoint: Path | None = None,
         stage_starts: Sequence[int] = (),
@@ -108,7 +109,9 @@ class Session:
         """Train to ``epochs`` (from the saved state on a resume); returns the whole run's
         history (every epoch of every session), as ``{metric: [value per epoch]}``.
 
-        ``callbacks`` come from :func:`kexp.training.callbacks.build_callbacks`, which puts a
+        ``train_data(p)`` builds the endless stream of training batches from pass ``p`` on
+        (:func:`kexp.training.loop.fit_resumable`). ``callbacks`` come from
+        :func:`kexp.training.callbacks.build_callbacks`, which puts a
         :class:`TrainingState` among them. ``last_checkpoint`` is saved when a signal stops
         the run mid-epoch (``checkpoint.save_last``).
         """
@@ -123,7 +126,7 @@ class Session:
                 callback.steps_per_epoch = steps_per_epoch
         snapshot = self.snapshot
         if snapshot is not None and snapshot.steps_per_epoch not in (None, steps_per_epoch):
-            raise TrainingFailed(
+            raise UserError(
                 f"the saved training state is at {snapshot.position.describe()} of "
                 f"{snapshot.steps_per_epoch} steps per epoch, but this config makes "
                 f"{steps_per_epoch}: the data or batch size changed, so it cannot be resumed"
@@ -145,6 +148,7 @@ class Session:
         try:
             history = fit_resumable(
                 model, train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                batches_per_pass=batches_per_pass,
                 callbacks=callbacks, state=state, after_state=[interrupt], start=start,
                 stage_starts=stage_starts, enter_stage=enter_stage,
                 build_metrics=lambda: _build_metrics(model, train_data), **fit_kwargs,
@@ -173,9 +177,9 @@ def _position_record(position: Position | None) -> dict[str, int] | None:
     return {"epochs_completed": position.epochs, "step": position.step}
 
 
-def _build_metrics(model: Any, train_data: Callable[[], Any]) -> None:
+def _build_metrics(model: Any, train_data: Callable[[int], Any]) -> None:
     """Create the compiled metrics' variables (Keras makes them at the first step)."""
-    batch = next(iter(train_data().take(1)))
+    batch = next(iter(train_data(0).take(1)))
     x, y = batch[0], batch[1]
     with model.distribute_strategy.scope():
         model.compute_metrics(x, y, model(x, training=False), sample_weight=None)

@@ -120,13 +120,16 @@ def _recompile(model: Any, config: ExperimentConfig, steps: int | None, lr: floa
         compile_model(model, config, steps_per_epoch=steps, learning_rate=lr)
 
 
-def fit(model: Any, config: ExperimentConfig, x: Any, **fit_kwargs: Any) -> Any:
+def fit(model: Any, config: ExperimentConfig, x: Any, epoch_steps: int | None = None,
+        **fit_kwargs: Any) -> Any:
     """``model.fit(x, **fit_kwargs)``, in two stages when ``freeze.epochs`` says so.
 
     Returns one ``History`` for the whole run. A run resumed after stage 1
-    (``initial_epoch >= freeze.epochs``) goes straight to stage 2.
+    (``initial_epoch >= freeze.epochs``) goes straight to stage 2. ``epoch_steps`` is the
+    number of steps in a whole epoch, when ``fit_kwargs['steps_per_epoch']`` is not (the rest
+    of an interrupted epoch); schedules given in epochs are converted with it.
     """
-    steps = _steps_per_epoch(x, fit_kwargs)
+    steps = epoch_steps or _steps_per_epoch(x, fit_kwargs)
     if is_pending(model):
         if steps is None:
             raise ConfigError.single(

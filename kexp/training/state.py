@@ -10,15 +10,19 @@ generator states of layers such as ``Dropout``, the metric accumulators of a hal
 epoch or other callbacks' progress, so a resumed run does not continue the same computation;
 and after a mid-epoch backup it replays the epoch from its first step. kexp's state is:
 
-* ``state-<n>.weights.h5`` — ``model.save_weights``: model and optimizer variables (Keras);
-* ``state-<n>.npz`` — random generator states (Keras ``SeedGenerator``\\ s, numpy, Python),
-  the metric accumulators (for a mid-epoch state) and callbacks' arrays (best weights);
+* ``state-<n>.npz`` — the values of ``model.variables`` (weights and the layers' random
+  generator states) and ``optimizer.variables`` (slots, iteration count, learning rate), in
+  Keras' order; Keras' global ``SeedGenerator``, numpy's and Python's generator states; for a
+  mid-epoch state the metric accumulators; callbacks' arrays (best weights);
 * ``state.json`` — the commit record: position (epochs finished, steps into the next one),
-  which ``state-<n>`` files belong to it, and callbacks' progress.
+  which ``state-<n>.npz`` belongs to it, and callbacks' progress.
 
-Each file is written to a temporary name and renamed; ``state.json`` is written last and is
-the commit point: until it is renamed, the previous ``state.json`` and the files it names are
-untouched. Older generations are deleted only after the commit.
+The values are written with numpy rather than ``model.save_weights``: the state is only ever
+read back into the model it came from (the shapes are checked), and Keras' weights file costs
+several times as much to write, at every epoch. Each file is written to a temporary name and
+renamed; ``state.json`` is written last and is the commit point: until it is renamed, the
+previous ``state.json`` and the file it names are untouched. Older generations are deleted
+only after the commit.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -67,10 +71,6 @@ class Snapshot:
     @property
     def position(self) -> Position:
         return Position(int(self.record["epochs"]), int(self.record["step"]))
-
-    @property
-    def weights_file(self) -> Path:
-        return self.directory / self.record["weights"]
 
     @property
     def steps_per_epoch(self) -> int | None:
@@ -112,8 +112,6 @@ def load_snapshot(backup_dir: Path) -> Snapshot | None:
         try:
             with np.load(backup_dir / candidate["arrays"], allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-            if not (backup_dir / candidate["weights"]).is_file():
-                raise OSError(f"{candidate['weights']} is missing")
             return Snapshot(backup_dir, candidate, arrays)
         except (OSError, ValueError, KeyError) as exc:
             problems.append(f"{candidate.get('arrays')}: {exc}")
@@ -124,10 +122,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def seed_generator_states(model: Any) -> list[Any]:
-    """The state variables of every Keras ``SeedGenerator`` the model owns (Dropout, noise,
-    random augmentation layers), in a stable order. ``save_weights`` leaves them out."""
-    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+def _assign(variables: list[Any], values: list[np.ndarray], what: str) -> None:
+    """Put saved values back, after checking they are this model's (count and shapes)."""
+    shapes = [tuple(v.shape) for v in variables]
+    saved = [tuple(np.shape(value)) for value in values]
+    if shapes != saved:
+        raise UserError(
+            f"the saved training state does not fit this {what}: it has {len(saved)} "
+            f"variable(s), the {what} {len(shapes)}"
+            + ("" if len(saved) != len(shapes) else " with other shapes")
+            + "; the run's config or code (plugins) changed since the state was saved"
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def _global_seed_generator() -> Any:
@@ -161,6 +168,10 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         self.directory = Path(backup_dir)
         self.steps_per_epoch: int | None = None
         self.callbacks: list[Any] = []
+        #: Creates the compiled metrics' variables (set by the fit driver; see on_epoch_begin).
+        self.build_metrics: Callable[[], None] | None = None
+        #: Epochs where a training stage begins with a fresh optimizer (set by the fit driver).
+        self.stage_starts: set[int] = set()
         self.epoch = 0
         self.position: Position | None = None
         self._snapshot: Snapshot | None = None
@@ -200,16 +211,13 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
-        model.load_weights(str(snapshot.weights_file))
-        seeds = seed_generator_states(model)
-        saved = snapshot.group("seed")
-        if len(saved) != len(seeds):
-            raise UserError(
-                f"the saved training state has {len(saved)} random generator(s) but the model "
-                f"has {len(seeds)}: the model is not the one the state was saved from"
-            )
-        for variable, value in zip(seeds, saved):
-            variable.assign(value)
+        _assign(model.variables, snapshot.group("model"), "model")
+        position = snapshot.position
+        stage_start = position.step == 0 and position.epochs in self.stage_starts
+        if optimizer is not None and not stage_start:
+            # (a new training stage starts with the new optimizer its recompile made, as in
+            # the uninterrupted run; the saved one belonged to the stage before)
+            _assign(optimizer.variables, snapshot.group("optimizer"), "optimizer")
         global_generator = _global_seed_generator()
         saved_global = snapshot.group("global_seed")
         if global_generator is not None and saved_global:
@@ -226,9 +234,11 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         if self._pending_metrics is not None and self._pending_metrics[0] == epoch:
             # Keras has just reset the metrics for this epoch; the part of it done before the
             # stop is in the saved accumulators, so the epoch's metrics come out the same.
-            _, values = self._pending_metrics
-            for variable, value in zip(self.model.metrics_variables, values):
-                variable.assign(value)
+            # Keras makes compiled metrics' variables at the first step (again after a stage's
+            # recompile); they must exist to take the saved values
+            if self.build_metrics is not None:
+                self.build_metrics()
+            _assign(self.model.metrics_variables, self._pending_metrics[1], "model's metrics")
         self._pending_metrics = None
 
     # --------------------------------------------------------------------- save
@@ -257,10 +267,7 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         """Save the state at ``position`` (atomic; the commit is ``state.json``)."""
         model = self.model
         generation = self._generation + 1
-        stem = f"state-{generation:06d}"
-        weights_name, arrays_name = f"{stem}.weights.h5", f"{stem}.npz"
-        with atomic_path(self.directory / weights_name, suffix=".weights.h5") as tmp:
-            model.save_weights(str(tmp), overwrite=True)
+        arrays_name = f"state-{generation:06d}.npz"
         arrays: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
 
@@ -269,7 +276,9 @@ class TrainingState(keras.callbacks.BackupAndRestore):
             for i, value in enumerate(values):
                 arrays[f"{prefix}/{i}"] = np.asarray(value)
 
-        add("seed", [v.numpy() for v in seed_generator_states(model)])
+        add("model", [v.numpy() for v in model.variables])
+        optimizer = getattr(model, "optimizer", None)
+        add("optimizer", [v.numpy() for v in optimizer.variables] if optimizer is not None else [])
         global_generator = _global_seed_generator()
         add("global_seed", [global_generator.state.numpy()] if global_generator else [])
         add("metric", [np.asarray(v.numpy()) for v in model.metrics_variables] if position.step else [])
@@ -295,7 +304,6 @@ class TrainingState(keras.callbacks.BackupAndRestore):
             "steps_per_epoch": self.steps_per_epoch,
             "reason": reason,
             "saved_at": _now(),
-            "weights": weights_name,
             "arrays": arrays_name,
             "counts": counts,
             "host_rng": host,
@@ -306,9 +314,9 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         self._generation = generation
         self.position = position
         self._since_save = 0
-        keep = {weights_name, arrays_name}
+        keep = {arrays_name}
         if previous:
-            keep |= {previous["weights"], previous["arrays"]}
+            keep.add(previous["arrays"])
         for path in self.directory.glob("state-*"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
