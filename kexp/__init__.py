@@ -24,6 +24,20 @@ def train(config: Any, **kwargs: Any) -> Any:
     return _train(config, **kwargs)
 
 
+def resume(run_dir: Any, config: Any = None, **kwargs: Any) -> Any:
+    """Continue a run in its directory from its saved training state (``kexp resume``)."""
+    from kexp.training.run import train as _train
+
+    return _train(config, resume=run_dir, **kwargs)
+
+
+def reproduce(run_dir: Any, **kwargs: Any) -> Any:
+    """Rerun a run's config next to it and compare (``kexp reproduce``); ``.matched``."""
+    from kexp.reproduce import reproduce as _reproduce
+
+    return _reproduce(run_dir, **kwargs)
+
+
 def evaluate(target: Any, **kwargs: Any) -> Any:
     """Evaluate a run directory or saved model; returns the metrics as a dict."""
     from kexp.evaluation import evaluate as _evaluate
@@ -45,4 +59,4 @@ def env_report(include_packages: bool = True) -> dict[str, Any]:
     return collect(include_packages=include_packages)
 
 
-__all__ = ["__version__", "env_report", "evaluate", "predict", "train"]
+__all__ = ["__version__", "env_report", "evaluate", "predict", "reproduce", "resume", "train"]

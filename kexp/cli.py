@@ -131,20 +131,94 @@ def _main(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="The experiment's YAML config."),
+    config: Optional[Path] = typer.Argument(
+        None, help="The experiment's YAML config (optional with --resume)."
+    ),
     output_root: Optional[Path] = typer.Option(
         None, "--output-root", help="Root of run directories (default: output.root)."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue this run directory from its saved training state; "
+        "a CONFIG given too may differ from the run's only in keys safe to change.",
+    ),
+    sets: Optional[List[str]] = SetOption,
+    print_config: bool = typer.Option(
+        False, "--print-config",
+        help="Print the resolved config (extends, --set, defaults) and exit without training.",
     ),
     debug: bool = DebugOption,
 ) -> None:
     """Train the model a config declares and write a new run directory."""
 
     def action() -> None:
+        from kexp.config import load_config
+
+        if config is None and resume is None:
+            from kexp.errors import UserError
+
+            raise UserError("give the experiment's CONFIG (or --resume RUN_DIR)")
+        loaded = _resume_config(resume, sets) if config is None else load_config(
+            config, sets or ())
+        if print_config and loaded is None and resume is not None:  # the run's own config
+            loaded = load_config(resume / "config.yaml")
+        if print_config and loaded is not None:
+            from kexp.config.resolved import resolved_yaml
+
+            sys.stdout.write(resolved_yaml(loaded))
+            return
         from kexp.training.run import train as run_train
 
-        run_train(config, output_root=output_root, out=out)
+        run_train(loaded, output_root=output_root, out=out, resume=resume)
 
     _run(debug, action)
+
+
+def _resume_config(run_dir: Path | None, sets: Optional[List[str]]) -> Any:
+    """With ``--set`` and no CONFIG: the run's own config with the overrides (else None)."""
+    if run_dir is None or not sets or not (run_dir / "config.yaml").is_file():
+        return None
+    from kexp.config import load_config
+
+    return load_config(run_dir / "config.yaml", sets)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="The run directory to continue."),
+    sets: Optional[List[str]] = SetOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Continue an interrupted (or crashed) run from its saved training state, in place.
+
+    Only keys safe to change may be changed with --set (train.epochs, a callback's patience,
+    output formats); the run's history, checkpoints and manifest continue.
+    """
+
+    def action() -> None:
+        from kexp.training.run import train as run_train
+
+        run_train(_resume_config(run_dir, sets), out=out, resume=run_dir)
+
+    _run(debug, action)
+
+
+@app.command()
+def reproduce(
+    run_dir: Path = typer.Argument(..., help="The completed run directory to rerun."),
+    debug: bool = DebugOption,
+) -> None:
+    """Rerun a run's saved config in a new run directory next to it and compare: final
+    weights hash and every final metric, plus what differs in the environment.
+    Exit 0 when everything matches, 1 when something differs."""
+
+    def action() -> int:
+        from kexp.reproduce import reproduce as run_reproduce
+
+        return run_reproduce(run_dir, out=out).exit_code
+
+    code = _run(debug, action)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -33,15 +33,26 @@ from kexp.data.preprocessing import attach_preprocessing
 from kexp.data.splits import Splits, load_splits
 from kexp.display import RichProgress, console as progress_console, metrics_table
 from kexp.environment import collect
-from kexp.errors import ConfigError, TrainingFailed
+from kexp.errors import ConfigError, ConfigIssue, TrainingFailed
 from kexp.hardware import StrategyInfo, setup_hardware
 from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
+from kexp.model.build import resolve_compile
+from kexp.model.schedules import check_callbacks
+from kexp.plugins import import_config_plugins, records_for
+from kexp.preflight import check_paths, check_space
+from kexp.safety import check_config as check_config_code, unsafe_allowed
 from kexp.seeding import seed_everything
 from kexp.tf import keras
 from kexp.training.artifacts import save_model, write_json, write_text
 from kexp.training.callbacks import build_callbacks
+from kexp.training.session import Session
+from kexp.training.weights import weights_sha256
+from kexp.training.stages import apply_freeze, fit as fit_stages
+
+
+OVERRIDES_HEADER = "# the --set overrides of this run, in order; config.yaml already includes them\n"
 
 
 @dataclass
@@ -68,28 +79,46 @@ def prepare(
     Raises ConfigError (with every Keras-level mistake) before anything is written.
     """
     config = loaded.config
-    # devices, strategy, seed (shared by all workers), global batch, dtype policy;
-    # connect=False (validate) creates no multi-worker/TPU strategy
-    config, info = setup_hardware(config, connect=connect)
-    seed_everything(config.seed, config.deterministic)
-    with info.strategy.scope():
-        model = info.adapt_model(build_model(config))  # float32 outputs under mixed precision
-        compile_model(model, config)
-    # Construct the callbacks once against a scratch directory: a bad callback argument is
-    # found now, before a run directory exists. (Constructors do not write files.)
-    build_callbacks(config, Path(tempfile.gettempdir()) / "kexp-callback-check")
+    with loaded.locating():  # Keras-level errors get their YAML file and line here
+        # the user code the config names (plugins:), before any name is resolved; and no
+        # code written into the config itself (kexp.safety)
+        import_config_plugins(loaded)
+        check_config_code(config.model_dump(mode="json"))
+        # devices, strategy, seed (shared by all workers), global batch, dtype policy;
+        # connect=False (validate) creates no multi-worker/TPU strategy
+        config, info = setup_hardware(config, connect=connect)
+        seed_everything(config.seed, config.deterministic)
+        issues: list[ConfigIssue] = []
+        with info.strategy.scope(), unsafe_allowed(config.allow_unsafe_deserialization):
+            model = _collect(issues, build_model, config)
+            if model is not None:
+                _collect(issues, apply_freeze, model, config)  # before compile: freeze stage
+                model = info.adapt_model(model)  # float32 outputs under mixed precision
+                _collect(issues, compile_model, model, config)
+            else:  # still check the optimizer, loss and metric names
+                _collect(issues, resolve_compile, config)
+        # Construct the callbacks once against a scratch directory: a bad callback argument
+        # is found now, before a run directory exists. (Constructors do not write files.)
+        _collect(issues, build_callbacks, config,
+                 Path(tempfile.gettempdir()) / "kexp-callback-check")
+        _collect(issues, check_callbacks, config, model)  # ReduceLROnPlateau vs a schedule
+        if issues:
+            raise ConfigError(issues)
     return config, info, model
+
+
+def _collect(issues: list[ConfigIssue], step: Any, *args: Any) -> Any:
+    """Run one Keras-level check; its ConfigError joins ``issues`` so all are reported."""
+    try:
+        return step(*args)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
-
-
-def _head(tensors: Any, n: int) -> Any:
-    if isinstance(tensors, dict):
-        return {k: np.asarray(v[:n]) for k, v in tensors.items()}
-    return np.asarray(tensors[:n])
 
 
 def _shapes(tensors: Any) -> str:
@@ -119,8 +148,9 @@ def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> Non
     _check_sparse_range(model, arrays, config)
     try:
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-        if not np.all(np.isfinite(np.asarray(loss))):
-            raise ValueError(f"the loss of the first examples is {float(np.asarray(loss))}")
+        value = keras.ops.convert_to_numpy(loss)
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"the loss of the first examples is {float(value)}")
     except Exception as exc:
         raise ConfigError.single(
             ("compile", "loss"),
@@ -131,10 +161,10 @@ def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> Non
 
 def _np(tensors: Any) -> Any:
     if isinstance(tensors, dict):
-        return {k: np.asarray(v) for k, v in tensors.items()}
+        return {k: keras.ops.convert_to_numpy(v) for k, v in tensors.items()}
     if isinstance(tensors, (list, tuple)):
-        return {str(i): np.asarray(v) for i, v in enumerate(tensors)}
-    return np.asarray(tensors)
+        return {str(i): keras.ops.convert_to_numpy(v) for i, v in enumerate(tensors)}
+    return keras.ops.convert_to_numpy(tensors)
 
 
 def _model_inputs(model: Any) -> str:
@@ -161,7 +191,10 @@ def _check_sparse_range(model: Any, arrays: Arrays, config: ExperimentConfig) ->
         )
 
 
-def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path,
+              passes_from: int | None = None) -> dict[str, Any]:
+    """The split's datasets; with ``passes_from``, training is an endless stream of passes
+    from that one (kexp.data.pipeline), which is what the resumable fit reads."""
     data = config.data
     out = {}
     for name in ("train", "validation", "test"):
@@ -179,25 +212,44 @@ def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path) -> dict[s
                 prefetch=data.prefetch,
                 drop_remainder=data.drop_remainder,
                 shard_policy=data.shard_policy,
+                passes_from=passes_from if name == "train" else None,
             )
     return out
 
 
 def train(
-    config: str | Path | LoadedConfig,
+    config: str | Path | LoadedConfig | None,
     *,
     output_root: str | Path | None = None,
     out: Console | None = None,
+    resume: str | Path | None = None,
 ) -> Run:
-    """Train the experiment ``config`` declares and write its run directory."""
+    """Train the experiment ``config`` declares and write its run directory.
+
+    With ``resume``, continue that run directory instead (``config``, if given, may change
+    only the keys :mod:`kexp.training.resume` declares safe).
+    """
     say = out or Console()
-    loaded = _as_loaded(config)
+    plan = None
+    if resume is not None:  # the run's own config, its state, safe changes only
+        from kexp.training.resume import plan_resume
+
+        plan = plan_resume(resume, config)
+        loaded = plan.loaded
+    else:
+        loaded = _as_loaded(config)
+    root = Path(output_root) if output_root is not None else Path(loaded.config.output.root)
+    # before the model and the data: data files there, output root writable (kexp.preflight)
+    check_paths(loaded, None if plan else root, root_from_option=output_root is not None)
     config_obj, info, model = prepare(loaded)
-    splits = load_splits(config_obj.data, config_obj.seed)
-    # adapted on the training split only, then saved inside the model (kexp.data)
-    model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
-    check_data_fits(model, splits.train, config_obj)
-    data_pipeline = pipeline_record(splits, config_obj.data)
+    check_space(plan.run_dir if plan else root, model, len(config_obj.output.formats))
+    with loaded.locating():
+        splits = load_splits(config_obj.data, config_obj.seed,
+                             saved_indices=plan.saved_indices if plan else None)
+        # adapted on the training split only, then saved inside the model (kexp.data)
+        model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
+        check_data_fits(model, splits.train, config_obj)
+        data_pipeline = pipeline_record(splits, config_obj.data)
 
     from kexp.training.rundir import new_run_dir
 
@@ -205,26 +257,30 @@ def train(
     say.print(info.summary())
     # only the chief writes the run directory; other workers write a scratch copy, removed
     scratch = None if info.is_chief else scratch_root(info.cluster)
-    run_dir = new_run_dir(scratch or root, config_obj.name).resolve()
-    resolved = config_obj.model_dump(mode="json")
-    write_text(run_dir / "config.yaml", dump(resolved))
-    manifest = Manifest.start(
-        run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
-        environment=collect(),
-    )
-    say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
+    if plan is not None:  # the same directory: config.yaml (with safe changes), manifest
+        run_dir, manifest = plan.run_dir, plan.manifest
+        plan.start(config_obj, say)
+    else:
+        run_dir = new_run_dir(scratch or root, config_obj.name).resolve()
+        resolved = config_obj.model_dump(mode="json")
+        write_text(run_dir / "config.yaml", dump(resolved))
+        if loaded.overrides:  # config.yaml already includes them; this says which were given
+            write_text(run_dir / "overrides.yaml",
+                       OVERRIDES_HEADER + dump(list(loaded.overrides)))
+        manifest = Manifest.start(
+            run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
+            environment=collect(),
+        )
+        say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
     try:
-        manifest.record_data_files(splits.files)
-        manifest.update(splits=splits.record(), strategy=info.record())
-        manifest.update(class_names=splits.class_names, data_pipeline=data_pipeline)
-        splits.save_indices(run_dir / "splits.npz")
-        run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say)
-    except KeyboardInterrupt as exc:
-        manifest.finish("interrupted", exc)
-        raise
-    except BaseException as exc:
-        manifest.finish("failed", exc)
-        raise
+        # locked, signal-safe; leaves the manifest interrupted/failed (kexp.training.session)
+        with Session(run_dir, manifest, plan.snapshot if plan else None) as session:
+            manifest.record_data_files(splits.files)
+            manifest.update(plugins=[r.as_dict() for r in records_for(config_obj.plugins)])
+            manifest.update(splits=splits.record(), strategy=info.record())
+            manifest.update(class_names=splits.class_names, data_pipeline=data_pipeline)
+            splits.save_indices(run_dir / "splits.npz")
+            run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say, session)
     finally:
         release(scratch)
     return run
@@ -232,7 +288,7 @@ def train(
 
 def _fit_and_save(
     config: ExperimentConfig, model: Any, splits: Splits, run_dir: Path,
-    manifest: Manifest, say: Console,
+    manifest: Manifest, say: Console, session: Session,
 ) -> Run:
     datasets = _datasets(splits, config, run_dir)
     callbacks, checkpoints = build_callbacks(config, run_dir)
@@ -240,25 +296,26 @@ def _fit_and_save(
         splits.train, config.data.batch_size, config.data.drop_remainder
     )
     progress = RichProgress(config.train.epochs, train_steps, progress_console)
-    history = model.fit(
-        datasets["train"],
-        validation_data=datasets.get("validation"),
+    freeze = getattr(config, "freeze", None)
+    # model.fit per stage (kexp.training.stages) on a seeded stream of epochs, from the saved
+    # state on a resume, stopping cleanly on a signal (kexp.training.session); NaN: raises
+    logs = session.fit(
+        model,
+        lambda first_pass: _datasets(splits, config, run_dir, first_pass)["train"],
         epochs=config.train.epochs,
-        steps_per_epoch=config.train.steps_per_epoch,
+        steps_per_epoch=train_steps,
+        batches_per_pass=steps(splits.train, config.data.batch_size, config.data.drop_remainder),
+        callbacks=[progress, *callbacks],
+        last_checkpoint=run_dir / "checkpoints" / "last.keras" if config.checkpoint.save_last else None,
+        stage_starts=[freeze.epochs] if freeze is not None and freeze.epochs else [],
+        enter_stage=lambda m, x, **kwargs: fit_stages(m, config, x, **kwargs),
+        validation_data=datasets.get("validation"),
         validation_steps=config.train.validation_steps,
         class_weight=config.train.class_weight,
-        callbacks=[progress, *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=0,
     )
-    logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     epochs_done = len(next(iter(logs.values()), []))
-    if model.stop_training and any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
-        if any(np.isnan(v) for v in logs.get("loss", [])):
-            raise TrainingFailed(
-                f"training stopped: the loss became NaN in epoch {epochs_done}; "
-                f"the last good checkpoint is {run_dir / 'checkpoints' / 'last.keras'}"
-            )
 
     for fmt in config.output.formats:
         save_model(model, run_dir / f"model.{fmt}")
@@ -290,6 +347,7 @@ def _fit_and_save(
         final_metrics={k: v[-1] for k, v in logs.items()},
         test_metrics=test_metrics,
         best_checkpoint=best,
+        weights_sha256=weights_sha256(model),  # what `kexp reproduce` compares
     )
     say.print(f"saved: {run_dir}")
     return Run(run_dir, config, model, logs, test_metrics, "completed")
