@@ -26,11 +26,14 @@ import json, sys
 import numpy as np
 import keras
 model = keras.models.load_model(sys.argv[1])
-x = np.load(sys.argv[2])["images"]
+data = np.load(sys.argv[2])
+x, y = data["images"], data["labels"]
 np.save(sys.argv[3], model.predict(x, verbose=0))
+scores = model.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
 opt = model.optimizer
 print(json.dumps({"optimizer": type(opt).__name__, "iterations": int(opt.iterations),
-                  "learning_rate": float(opt.learning_rate)}))
+                  "learning_rate": float(opt.learning_rate),
+                  "scores": {k: float(v) for k, v in scores.items()}}))
 """
 
 
@@ -110,6 +113,10 @@ def test_artifacts_load_in_a_fresh_process_with_plain_keras(run: Path, artifact:
     accuracy = float((predictions.argmax(1) == labels).mean())
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert accuracy == pytest.approx(evaluation["metrics"]["accuracy"], abs=1e-6)
+    # and the reloaded model (architecture, weights, compiled loss with its regularization)
+    # measures the trained model's test loss, not merely the same argmax
+    for name, value in evaluation["metrics"].items():
+        assert info["scores"][name] == pytest.approx(value, rel=1e-5), name
 
 
 def test_keras_and_h5_predict_identically(run: Path) -> None:
