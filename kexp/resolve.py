@@ -87,6 +87,10 @@ def _kind_bases() -> dict[str, tuple[type, ...]]:
     }
 
 
+#: Metric names ``compile`` resolves itself (to the accuracy or crossentropy that fits the loss
+#: and labels); no ``keras.metrics.get`` knows them, so they are listed for suggestions too.
+_COMPILE_METRIC_ALIASES = frozenset({"accuracy", "acc", "crossentropy", "ce"})
+
 #: Kinds that may also be a plain function (``def focal_loss(y_true, y_pred)``).
 _FUNCTION_KINDS = {"loss", "metric", "initializer", "regularizer", "constraint", "activation"}
 
@@ -128,7 +132,8 @@ def _by_short_name(kind: str, name: str, path: KeyPath) -> Any:
 def known_names(kind: str) -> list[str]:
     """Names a config may use for ``kind`` (built-ins and registered custom objects)."""
     custom = custom_objects(kind)
-    return sorted(set(_namespaces()[kind]) | {k.split(">")[-1] for k in custom} | set(custom))
+    names = set(_namespaces()[kind]) | {k.split(">")[-1] for k in custom} | set(custom)
+    return sorted(names | _COMPILE_METRIC_ALIASES if kind == "metric" else names)
 
 
 def accepted_kwargs(cls: type) -> set[str] | None:
@@ -385,7 +390,7 @@ def make_loss(spec: Any, path: KeyPath) -> Any:
 def make_metric(spec: Any, path: KeyPath) -> Any:
     """A metric for ``compile``. Bare names stay strings so Keras picks, e.g., which accuracy."""
     if isinstance(spec, str):
-        if spec in {"accuracy", "acc", "crossentropy", "ce"}:
+        if spec in _COMPILE_METRIC_ALIASES:
             return spec
         found = _from_get("metric", keras.metrics.get, spec, path)
         return spec if _keras_knows(keras.metrics.get, spec) else found  # custom: the object

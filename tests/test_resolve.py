@@ -113,8 +113,11 @@ def test_metrics_by_name_stay_strings_and_classes_get_kwargs() -> None:
     assert make_metric("mae", ("m",)) == "mae"
     auc = make_metric({"AUC": {"name": "auc", "curve": "PR"}}, ("m",))
     assert isinstance(auc, keras.metrics.AUC) and auc.name == "auc"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         make_metric("acuracy", ("compile", "metrics", 0))
+    # the alias compile resolves, not keras.metrics.Accuracy (exact match, wrong for
+    # integer labels with a softmax)
+    assert caught.value.issues[0].suggestion == "accuracy"
 
 
 @pytest.mark.parametrize("name", ["EarlyStopping", "ReduceLROnPlateau", "TerminateOnNaN",
