@@ -7,10 +7,14 @@ its header, how kexp must report it::
     # expect-file: _bases/bad_base.yaml   (optional) the file named, when not this one
     # phase: keras                        (optional) found by the Keras-level checks
     # args: --set train.epochs=1          (optional) extra command-line arguments
+    # also-at: 12: data.batch_size        (optional, repeatable) one more problem reported
+    #                                     with the first, at this line of this file
 
 Each runs through the real CLI (Typer's app in this process: most never import TensorFlow,
 so they take milliseconds; a sample also runs in fresh processes) and must exit 2 with one
-problem, located at ``file:line: key.path``, and no traceback. The assertions are about the
+problem (plus its ``also-at`` ones: a mistake that stops loading, such as an unset variable
+or a missing base config, must not hide the others), located at ``file:line: key.path``,
+and no traceback. The assertions are about the
 key path, the line and the gist, never the full text, so new optional schema fields do not
 break them.
 """
@@ -41,6 +45,8 @@ class Expected:
     file: Path | None = None
     keras: bool = False
     args: list[str] = field(default_factory=list)
+    #: (line, key path) of each further problem reported with the first, in this file.
+    also: list[tuple[int, str]] = field(default_factory=list)
 
 
 def expected(config: Path) -> Expected:
@@ -59,20 +65,27 @@ def expected(config: Path) -> Expected:
         file=config.parent / fields["expect-file"][0] if "expect-file" in fields else None,
         keras=fields.get("phase", [""])[0] == "keras",
         args=fields.get("args", [""])[0].split(),
+        also=[(int(line), path.strip()) for line, _, path in
+              (value.partition(":") for value in fields.get("also-at", []))],
     )
 
 
 def check_report(config: Path, text: str, code: int) -> None:
-    """Exit 2, one problem, at file:line: key.path, with every gist, no traceback."""
+    """Exit 2, one problem (and the also-at ones), at file:line: key.path, with every gist,
+    no traceback."""
     want = expected(config)
     assert code == 2, text
     assert "Traceback" not in text, text
-    assert "error: 1 problem in the config" in text, text
+    count = 1 + len(want.also)
+    assert f"error: {count} problem{'s' if count > 1 else ''} in the config" in text, text
     located = f"{want.file or config}:{want.line}: {want.path}: "
     lines = [line for line in text.splitlines() if line.strip().startswith(located)]
     assert lines, f"no line starting with {located!r} in:\n{text}"
     for gist in want.gists:
         assert gist in lines[0], f"{gist!r} not in {lines[0]!r}"
+    for line, path in want.also:
+        also = f"{config}:{line}: {path}: "
+        assert any(row.strip().startswith(also) for row in text.splitlines()), (also, text)
 
 
 def test_the_corpus_is_large_and_well_formed() -> None:
@@ -81,6 +94,8 @@ def test_the_corpus_is_large_and_well_formed() -> None:
         want = expected(config)  # every file says what to expect
         assert want.gists, config.name
         assert 1 <= want.line <= len(config.read_text().splitlines()), config.name
+        for line, _ in want.also:
+            assert 1 <= line <= len(config.read_text().splitlines()), config.name
 
 
 @pytest.mark.parametrize("config", CASES, ids=lambda p: p.stem)

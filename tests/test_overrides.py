@@ -148,6 +148,25 @@ def test_every_bad_override_is_reported_at_once() -> None:
         ("train", "epoch"), ("data", "batchsize"), ("callbacks", 9)]
 
 
+def test_removing_a_required_key_is_blamed_on_the_override() -> None:
+    """``~name`` leaves ``name`` missing: the override did it, not line 2 of the file."""
+    exc = error("~name", "~data.train.path", config=IRIS)
+    assert [str(i) for i in exc.issues] == [
+        "--set ~name: name: required key is missing",
+        "--set ~data.train.path: data.train.path: required key is missing",
+    ]
+
+
+def test_a_bad_override_does_not_hide_the_config_s_other_mistakes(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(IRIS.read_text().replace("train: {epochs: 60}", "train: {epochs: sixty}")
+                      .replace("path: data/", f"path: {IRIS.parent}/data/"))
+    exc = error("train.epoch=1", "compile.optimizer.Adam.learning_rate=0.1", config=config)
+    assert [(i.path, i.file) for i in exc.issues] == [
+        (("train", "epoch"), "--set train.epoch=1"), (("train", "epochs"), str(config))]
+    assert exc.hint and "--set syntax" in exc.hint
+
+
 # ---------------------------------------------------------------- lists
 
 def test_append_insert_and_remove_list_items() -> None:

@@ -18,7 +18,9 @@ The merge rules, applied base by base (a later base wins) and then the file itse
 
 ``extends`` chains (a base may extend another); a cycle is an error. Each file's
 ``${env:VAR}`` references are substituted before merging, and every key keeps the file and
-line it came from, so an error in a base config points into the base config.
+line it came from, so an error in a base config points into the base config. A base that
+cannot be merged (missing, broken, part of a cycle) is reported and left out, so that the
+rest of the config is still checked (:mod:`kexp.config.problems`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.interpolate import interpolate
+from kexp.config.problems import LoadProblems
 from kexp.config.yaml_io import SourceMap, load_file, load_text
 from kexp.errors import ConfigError, ConfigIssue, KeyPath
 
@@ -140,8 +143,9 @@ def strip_append_keys(data: Any, where: SourceMap, path: KeyPath,
     return out
 
 
-def _bases(raw: dict, where: SourceMap, file: str) -> list[tuple[str, int | None]]:
-    """The ``extends`` entries of a file as (path text, line)."""
+def _bases(raw: dict, where: SourceMap, file: str,
+           problems: LoadProblems) -> list[tuple[str, int | None]]:
+    """The usable ``extends`` entries of a file as (path text, line); others are problems."""
     value = raw.get(EXTENDS)
     items = value if isinstance(value, list) else [value]
     found = []
@@ -149,31 +153,35 @@ def _bases(raw: dict, where: SourceMap, file: str) -> list[tuple[str, int | None
         key = (EXTENDS, index) if isinstance(value, list) else (EXTENDS,)
         _, line = where.locate(key)
         if not isinstance(item, str) or not item.strip():
-            raise ConfigError.single(
+            problems.add([ConfigIssue(
                 key, "extends takes a file name or a list of file names (relative to this file)",
                 file=file, line=line, value=item, has_value=True,
-            )
+            )], incomplete=True)
+            continue
         found.append((item, line))
     return found
 
 
 def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
-          files: list[str]) -> tuple[Any, SourceMap]:
-    """Load one file (and, recursively, its bases) into merged data and locations."""
+          files: list[str], problems: LoadProblems) -> tuple[Any, SourceMap]:
+    """Load one file (and, recursively, its bases) into merged data and locations.
+
+    A base that cannot be merged (missing, unreadable, not a mapping, a cycle) is recorded
+    in ``problems`` and left out, so the rest of the config can still be checked.
+    """
     raw, where = load_text(text, label) if text is not None else load_file(label)
     if not isinstance(raw, dict):
         return raw, where  # not a mapping: the schema check says so, with its line
-    raw = interpolate(raw, where)
+    raw = interpolate(raw, where, problems=problems)
     if EXTENDS not in raw:
         issues: list[ConfigIssue] = []
         raw = strip_append_keys(raw, where, (), issues)
-        if issues:
-            raise ConfigError(issues)
+        problems.add(issues)
         return raw, where
     merged: Any = None
     merged_where = SourceMap()
     issues = []
-    for entry, line in _bases(raw, where, label):
+    for entry, line in _bases(raw, where, label, problems):
         base_path = (path.parent / Path(entry).expanduser())
         # shown in messages as the user would type it: relative when the file was named so
         base_label = (os.path.normpath(Path(label).parent / Path(entry).expanduser())
@@ -181,17 +189,25 @@ def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
         resolved = base_path.resolve()
         if resolved in stack:
             chain = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
-            raise ConfigError.single((EXTENDS,), f"extends cycle: {chain}", file=label, line=line)
+            problems.add([ConfigIssue((EXTENDS,), f"extends cycle: {chain}", file=label,
+                                      line=line)], unread=False, incomplete=True)
+            continue
         if not resolved.is_file():
-            raise ConfigError.single(
-                (EXTENDS,), f"base config not found: {base_path}", file=label, line=line,
-            )
-        base, base_where = _load(resolved, base_label, None, (*stack, resolved), files)
+            problems.add([ConfigIssue((EXTENDS,), f"base config not found: {base_path}",
+                                      file=label, line=line)], unread=False, incomplete=True)
+            continue
+        try:
+            base, base_where = _load(resolved, base_label, None, (*stack, resolved), files,
+                                     problems)
+        except ConfigError as exc:  # the base's own YAML is broken
+            problems.add(exc.issues, unread=False, incomplete=True)
+            continue
         if not isinstance(base, dict):
-            raise ConfigError.single(
+            problems.add([ConfigIssue(
                 (), "a base config must be a YAML mapping (key: value lines)",
                 file=base_label, line=base_where.line_of(()),
-            )
+            )], unread=False, incomplete=True)
+            continue
         files.append(base_label)
         merged = base if merged is None else merge(merged, base, merged_where, base_where,
                                                   issues=issues)
@@ -199,28 +215,40 @@ def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
             merged_where = base_where
     own = {k: v for k, v in raw.items() if k != EXTENDS}
     where.drop((EXTENDS,))
+    if merged is None:  # no base could be merged: the file's own keys are all there is
+        merged, merged_where = {}, SourceMap()
     result = merge(merged, own, merged_where, where, issues=issues)
     merged_where.record((), *where.locate(()))
-    if issues:
-        raise ConfigError(issues)
+    problems.add(issues)
     return result, merged_where
 
 
-def compose_file(path: str | Path) -> tuple[Any, SourceMap, list[str]]:
+def compose_file(path: str | Path, problems: LoadProblems | None = None,
+                 ) -> tuple[Any, SourceMap, list[str]]:
     """Load a config file with its ``extends`` chain merged in.
 
     Returns the merged data, where each key came from, and the base files used (as labels).
+    Problems that leave the rest meaningful (an unset variable, a base that cannot be
+    merged) go to ``problems`` when given, so the caller can check the rest too; without it
+    they are raised together at the end.
     """
     files: list[str] = []
     path = Path(path)
     resolved = path.resolve()
-    raw, where = _load(resolved, str(path), None, (resolved,), files)
+    collected = problems if problems is not None else LoadProblems()
+    raw, where = _load(resolved, str(path), None, (resolved,), files, collected)
+    if problems is None:
+        collected.raise_if_any()
     return raw, where, files
 
 
-def compose_text(text: str, base_dir: Path | None = None) -> tuple[Any, SourceMap, list[str]]:
+def compose_text(text: str, base_dir: Path | None = None, problems: LoadProblems | None = None,
+                 ) -> tuple[Any, SourceMap, list[str]]:
     """Like :func:`compose_file` for a config held in a string; bases relative to ``base_dir``."""
     files: list[str] = []
     anchor = (base_dir or Path.cwd()) / "<string>"
-    raw, where = _load(anchor, "<string>", text, (anchor,), files)
+    collected = problems if problems is not None else LoadProblems()
+    raw, where = _load(anchor, "<string>", text, (anchor,), files, collected)
+    if problems is None:
+        collected.raise_if_any()
     return raw, where, files

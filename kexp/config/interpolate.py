@@ -10,7 +10,9 @@ A value that is exactly one reference is read as a YAML scalar, so ``${env:EPOCH
 ``EPOCHS=5`` is the integer 5; inside a longer string the text is pasted in as is. ``$${`` is a
 literal ``${``. An unset variable without a default is an error at the key that uses it.
 Keys are never interpolated, only values. Substitution happens per file, before ``extends``
-are merged, so every error points at the file and line that holds the reference.
+are merged, so every error points at the file and line that holds the reference. While a
+config file is loaded such errors are collected (:mod:`kexp.config.problems`) and the value
+is left as written, so the schema check still reports the file's other mistakes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from kexp.config.problems import LoadProblems
 from kexp.config.yaml_io import SourceMap
 from kexp.errors import ConfigError, ConfigIssue, KeyPath
 
@@ -80,10 +83,12 @@ def expand(text: str, path: KeyPath, env: Mapping[str, str],
     return _scalar(result) if whole else result
 
 
-def interpolate(data: Any, where: SourceMap, env: Mapping[str, str] | None = None) -> Any:
+def interpolate(data: Any, where: SourceMap, env: Mapping[str, str] | None = None,
+                problems: LoadProblems | None = None) -> Any:
     """A copy of ``data`` with every ``${env:VAR}`` in its string values substituted.
 
-    Raises ConfigError listing every unset variable, each at its key path and line.
+    Raises ConfigError listing every unset variable, each at its key path and line; with
+    ``problems``, records them there instead (the values stay as written) and returns.
     """
     env = os.environ if env is None else env
     issues: list[ConfigIssue] = []
@@ -98,6 +103,9 @@ def interpolate(data: Any, where: SourceMap, env: Mapping[str, str] | None = Non
         return node
 
     result = walk(data, ())
-    if issues:
-        raise ConfigError([i.located(*where.locate(i.path)) for i in issues])
+    located = [i.located(*where.locate(i.path)) for i in issues]
+    if located and problems is None:
+        raise ConfigError(located)
+    if located:
+        problems.add(located)
     return result

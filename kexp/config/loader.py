@@ -12,7 +12,8 @@ into a run directory still points at the same files.
 The order: YAML (+ ``${env:...}``) per file, ``extends`` merged, ``--set`` overrides applied
 (:mod:`kexp.config.overrides`), then the schema. Every step keeps the :class:`SourceMap`
 current, so any error, including a Keras-level one found later (:meth:`LoadedConfig.locating`),
-points at the file and line, or the ``--set``, to fix.
+points at the file and line, or the ``--set``, to fix. A step's problems that leave the rest
+meaningful (:mod:`kexp.config.problems`) do not stop the next steps: all are reported at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kexp.config.schema.data import SourceBase
 from kexp.config.schema.plugins import is_file_entry
 from kexp.config.compose import compose_file, compose_text
 from kexp.config.overrides import apply_overrides, is_override_origin
+from kexp.config.problems import LoadProblems
 from kexp.config.validation import issues_from
 from kexp.config.yaml_io import SourceMap
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, relocating_warnings
@@ -88,40 +90,57 @@ class LoadedConfig:
 
 
 def validate(raw: Any, where: SourceMap, file: Path | None,
-             overrides: Sequence[str] = (), bases: Sequence[str] = ()) -> LoadedConfig:
-    """Check plain data against the schema; every problem is reported in one ConfigError."""
+             overrides: Sequence[str] = (), bases: Sequence[str] = (),
+             problems: LoadProblems | None = None) -> LoadedConfig:
+    """Check plain data against the schema; every problem is reported in one ConfigError.
+
+    ``problems`` found while loading (an unset variable, a missing base, a bad ``--set``)
+    are reported together with the schema's own findings, minus those they explain.
+    """
+    problems = problems if problems is not None else LoadProblems()
     if not isinstance(raw, dict):
-        raise ConfigError.single(
+        problems.raise_if_any([ConfigIssue(
             (),
             "a config must be a YAML mapping (key: value lines), "
             f"not {type(raw).__name__ if raw is not None else 'an empty document'}",
             file=str(file) if file else None,
             line=where.line_of(()),
-        )
+        )])
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(issues_from(exc, raw, where, ExperimentConfig)) from None
+        found = issues_from(exc, raw, where, ExperimentConfig,
+                            unread=problems.unread, incomplete=problems.incomplete)
+        if not (found or problems):  # cannot happen (only problems leave errors out); be safe
+            found = issues_from(exc, raw, where, ExperimentConfig)
+        problems.raise_if_any(found)
+    problems.raise_if_any()
     default = file.parent if file is not None else Path.cwd()
     config = _absolute_paths(config, _base_of(where, default))
     return LoadedConfig(config, raw, where, file, tuple(overrides), tuple(bases))
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> LoadedConfig:
-    """Read a config file (with its ``extends``), apply ``--set`` overrides, validate."""
+    """Read a config file (with its ``extends``), apply ``--set`` overrides, validate.
+
+    Every problem is reported at once: an unset variable, a base that cannot be merged or a
+    bad override does not stop the schema check of the rest.
+    """
     path = Path(path)
-    raw, where, bases = compose_file(path)
-    raw = apply_overrides(raw, where, overrides, ExperimentConfig)
-    return validate(raw, where, path.resolve(), overrides, bases)
+    problems = LoadProblems()
+    raw, where, bases = compose_file(path, problems)
+    raw = apply_overrides(raw, where, overrides, ExperimentConfig, problems)
+    return validate(raw, where, path.resolve(), overrides, bases, problems)
 
 
 def load_config_text(text: str, base_dir: Path | None = None,
                      overrides: Sequence[str] = ()) -> LoadedConfig:
     """Like :func:`load_config`, for a config held in a string (tests, notebooks)."""
-    raw, where, bases = compose_text(text, base_dir)
-    raw = apply_overrides(raw, where, overrides, ExperimentConfig)
+    problems = LoadProblems()
+    raw, where, bases = compose_text(text, base_dir, problems)
+    raw = apply_overrides(raw, where, overrides, ExperimentConfig, problems)
     file = (base_dir / "<string>") if base_dir is not None else None
-    return validate(raw, where, file, overrides, bases)
+    return validate(raw, where, file, overrides, bases, problems)
 
 
 def _value_at(raw: Any, path: KeyPath) -> tuple[bool, Any]:

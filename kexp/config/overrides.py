@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from kexp.config.compose import EXTENDS
 from kexp.config.interpolate import interpolate
+from kexp.config.problems import LoadProblems
 from kexp.config.validation import allowed_keys
 from kexp.config.yaml_io import SourceMap, load_text
 from kexp.errors import ConfigError, ConfigIssue, format_path, nearest
@@ -228,6 +229,8 @@ class _Applier:
                             "set", path + (last,))
             del parent[key]
             self.where.drop(path + (key,))
+            # a "required key is missing" there is the override's doing, not the file's
+            self.where.record(path + (key,), o.origin, None)
             return
         if o.op == "add" and key in parent:
             raise _fail(o.text, f"{format_path(path + (key,))} is already set; change it with "
@@ -261,11 +264,17 @@ def _kind(value: Any) -> str:
     )
 
 
+#: Shown under the issues when an override is malformed or misplaced.
+SYNTAX_HINT = "--set syntax: key.path=value, +key=value (add), +list[]=value (append), ~key (remove)"
+
+
 def apply_overrides(raw: Any, where: SourceMap, overrides: Sequence[str],
-                    schema: type[BaseModel]) -> Any:
+                    schema: type[BaseModel], problems: LoadProblems | None = None) -> Any:
     """``raw`` with every override applied in order (a copy; ``where`` updated in place).
 
-    Every malformed or misplaced override is reported at once in one ConfigError.
+    Every malformed or misplaced override is reported at once in one ConfigError; with
+    ``problems``, they are recorded there instead and the others still applied, so the
+    schema check can report the config's other mistakes too.
     """
     if not overrides:
         return raw
@@ -278,7 +287,9 @@ def apply_overrides(raw: Any, where: SourceMap, overrides: Sequence[str],
             applier.apply(parse_override(text))
         except ConfigError as exc:
             issues.extend(exc.issues)
+    if issues and problems is None:
+        raise ConfigError(issues, hint=SYNTAX_HINT)
     if issues:
-        raise ConfigError(issues, hint="--set syntax: key.path=value, +key=value (add), "
-                          "+list[]=value (append), ~key (remove)")
+        problems.add(issues)
+        problems.hint = problems.hint or SYNTAX_HINT
     return applier.raw

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Any, Iterable
+from dataclasses import replace
+from typing import Any, Collection, Iterable
 
 from pydantic import BaseModel, ValidationError
 
@@ -127,34 +128,101 @@ def _choices(ctx: dict[str, Any]) -> list[str]:
 
 
 def issues_from(
-    exc: ValidationError, raw: Any, where: SourceMap, schema: type[BaseModel]
+    exc: ValidationError, raw: Any, where: SourceMap, schema: type[BaseModel],
+    unread: Collection[KeyPath] = (), incomplete: bool = False,
 ) -> list[ConfigIssue]:
-    """One :class:`ConfigIssue` per problem, in file order, union noise merged."""
+    """One :class:`ConfigIssue` per problem, in file order, union noise merged.
+
+    ``unread`` and ``incomplete`` describe what loading could not read
+    (:class:`kexp.config.problems.LoadProblems`): errors those gaps could explain are left
+    out, the rest of the config's mistakes are reported with them (:func:`_meaningful`).
+    """
     grouped: dict[KeyPath, list[dict[str, Any]]] = {}
     for error in exc.errors():
         path = user_path(error["loc"], raw, error["type"])
         grouped.setdefault(path, []).append(error)
     _drop_shallow_branch_errors(grouped, raw)
 
-    issues: list[ConfigIssue] = []
+    found_issues: list[tuple[ConfigIssue, str]] = []
     for path, errors in grouped.items():
         file, line = where.locate(path)
         types = [e["type"] for e in errors]
         found, value = _get_path(raw, path)
         if all(t in _TYPE_WORDS for t in types) and len(errors) > 1:
             wanted = " or ".join(dict.fromkeys(_TYPE_WORDS[t] for t in types))
-            issues.append(
+            found_issues.append((
                 ConfigIssue(path, f"expected {wanted}", file=file, line=line,
-                            value=value, has_value=found)
-            )
+                            value=value, has_value=found),
+                _TYPE,
+            ))
             continue
         # a union where one branch got further than a type check tells the real story
         specific = [e for e in errors if e["type"] not in _TYPE_WORDS] or errors
         for error in specific:
-            issues.append(_issue(error, path, raw, schema, file, line, value, found))
-    issues = _merge_misspelled_keys(issues)
+            kind = _TYPE if error["type"] in _TYPE_WORDS else error["type"]
+            found_issues.append((_issue(error, path, raw, schema, file, line, value, found), kind))
+    kept = [(_with_value(_at_own_line(issue, where), kind, raw), kind)
+            for issue, kind in found_issues if _meaningful(issue, kind, raw, unread, incomplete)]
+    issues = _merge_misspelled_keys([issue for issue, _ in kept])
     issues.sort(key=lambda i: (i.line or 0))
     return issues
+
+
+#: The kind of every "expected <type>" error (a wrong type is wrong whatever else is there).
+_TYPE = "type"
+#: Error kinds about a key rather than its value: the value is not what needs fixing.
+_KEY_KINDS = {"extra_forbidden", "missing"}
+
+
+def _at_own_line(issue: ConfigIssue, where: SourceMap) -> ConfigIssue:
+    """The issue at the line of its own key, when it names a key below the one pydantic
+    reported (a source's ``source:`` on its own line under ``train:``)."""
+    if issue.path not in where:
+        return issue
+    file, line = where.locate(issue.path)
+    return replace(issue, file=file, line=line)
+
+
+def _with_value(issue: ConfigIssue, kind: str, raw: Any) -> ConfigIssue:
+    """Show the offending value ("(got 'npzz')") wherever the issue names one the user wrote.
+
+    Messages are built per error kind, and some point below the key pydantic reported (a
+    data source's ``source``), so the value is looked up once more at the issue's own path.
+    A mapping is not shown (the issue is about its keys), nor a value the message quotes.
+    """
+    if issue.has_value or kind in _KEY_KINDS:
+        return issue
+    found, value = _get_path(raw, issue.path)
+    if not found or isinstance(value, dict) or repr(value) in issue.message:
+        return issue
+    return replace(issue, value=value, has_value=True)
+
+
+def _is_under(path: KeyPath, prefix: KeyPath) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def _meaningful(issue: ConfigIssue, kind: str, raw: Any, unread: Collection[KeyPath],
+                incomplete: bool) -> bool:
+    """Whether a schema error stands on its own, given what loading could not read.
+
+    * at or under an unread value (an unset variable left as ``${env:X}``): noise;
+    * an unknown key, a wrong type or a wrong choice is wrong whatever else the config holds;
+    * a check of a section (a missing key, "exactly one of", a source without ``source``)
+      that contains an unread value may have been misled by it;
+    * with a base config left out, a key it would have given may be "missing" and a mapping
+      may lack what it would have merged in: only errors about a value written here count.
+    """
+    if any(_is_under(issue.path, p) for p in unread):
+        return False
+    if kind in {"extra_forbidden", _TYPE, "literal_error"}:
+        return True
+    if any(_is_under(p, issue.path) for p in unread):
+        return False
+    if incomplete:
+        found, value = _get_path(raw, issue.path)
+        return kind != "missing" and found and not isinstance(value, dict)
+    return True
 
 
 _UNKNOWN_KEY = "unknown key"
