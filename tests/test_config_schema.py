@@ -91,6 +91,47 @@ def test_unknown_source_kind() -> None:
     (issue,) = problems(GOOD.replace("source: npz", "source: npzz"))
     assert issue.path == ("data", "train", "source")
     assert issue.suggestion == "npz"
+    assert "(got 'npzz')" in str(issue)
+
+
+def _value_at(data: object, path: tuple) -> tuple[bool, object]:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return False, None
+    return True, data
+
+
+def test_every_schema_issue_about_a_written_value_shows_the_value() -> None:
+    """Whatever the kind of error (a type, a choice, a bound, a source kind, a validator),
+    an issue about a value the config wrote shows it: the whole bad-config corpus."""
+    from pydantic import ValidationError
+
+    from kexp.config.compose import compose_file
+    from kexp.config.schema import ExperimentConfig
+    from kexp.config.validation import issues_from
+
+    checked = 0
+    for case in sorted((CONFIGS.parent / "tests" / "bad_configs").glob("*.yaml")):
+        try:
+            raw, where, _ = compose_file(case)
+            ExperimentConfig.model_validate(raw)
+            continue
+        except (ConfigError, ValidationError) as exc:
+            if isinstance(exc, ConfigError):
+                continue  # found before the schema (YAML, extends, variables)
+            issues = issues_from(exc, raw, where, ExperimentConfig)
+        for issue in issues:
+            found, value = _value_at(raw, issue.path)
+            if not found or isinstance(value, dict) or issue.message.startswith(
+                    ("unknown key", "required key")):
+                continue  # about a key, or a mapping's keys: nothing to echo
+            checked += 1
+            assert issue.has_value or repr(value) in issue.message, (case.name, str(issue))
+    assert checked >= 50
 
 
 def test_layer_spec_must_have_one_key() -> None:
