@@ -32,6 +32,7 @@ from kexp.training.artifacts import save_model
 from kexp.training.history import HistoryFile
 from kexp.training.model_checkpoint import atomic_model_checkpoints
 from kexp.training.nan import NanGuard
+from kexp.training.stages import FineTuningStart
 from kexp.training.state import with_training_state
 
 _PATH_ARGS = {
@@ -130,6 +131,9 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
     if config.checkpoint.save_best or config.checkpoint.save_last:
         checkpoints = Checkpoints(run_dir / "checkpoints", config.checkpoint, default_monitor(config))
         callbacks.append(checkpoints)
+    if config.freeze is not None and config.freeze.epochs:
+        # first: a stop of the frozen stage is settled before any callback sees stage 2
+        callbacks.insert(0, FineTuningStart(config.freeze.epochs, list(callbacks)))
     # the training state for resume: BackupAndRestore, kexp's (kexp.training.state); and a
     # declared ModelCheckpoint writes atomically (kexp.training.model_checkpoint)
     callbacks = atomic_model_checkpoints(with_training_state(callbacks, backup_kwargs, run_dir))

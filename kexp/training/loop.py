@@ -20,7 +20,9 @@ Three things make a resumed run differ from an uninterrupted one, besides the va
   interrupted epoch counts on from where it stopped; the metric accumulators of the epoch's
   first part come from the saved state.
 * **Training stages** (:mod:`kexp.training.stages`): each stage's ``fit`` gets its own stream
-  too, and a stage is entered (unfreeze, recompile) exactly once per process.
+  too, and a stage is entered (unfreeze, recompile) exactly once per process. The callbacks
+  see one training across stages as well (the same ``ContinuedCallbackList``): a TensorBoard
+  keeps its writers open, a CSVLogger its file, EarlyStopping its wait and best.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class ContinuedCallbackList(keras.callbacks.CallbackList):
         self.held = False
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self.skip_begin:
+        if self.skip_begin:  # the training goes on: the end held back never happened
             self.skip_begin = False
+            self.held, self.held_logs = False, None
             return
         super().on_train_begin(logs)
 
@@ -152,11 +155,12 @@ def fit_resumable(
     for index, segment in enumerate(segments):
         if stopped_stage is not None and segment.stage == stopped_stage:
             continue  # a callback stopped this stage (EarlyStopping): on to the next stage
-        following = segments[index + 1] if index + 1 < len(segments) else None
-        partial = segment.step > 0
         cbl.offset = segment.step
-        # the partial epoch and the rest of its stage are one fit for the callbacks
-        cbl.hold_end = partial and following is not None and following.stage == segment.stage
+        # All the fits are one training for the callbacks: the rest of a partial epoch and
+        # the next stage too. Keras' callbacks reset in on_train_begin (EarlyStopping's wait
+        # and best, a CSVLogger's file, TensorBoard's step counts) and close in on_train_end
+        # (TensorBoard's writers, which set_model alone would reopen), so each gets one of each.
+        cbl.hold_end = index + 1 < len(segments)
         first_pass, skip = divmod(segment.first * steps_per_epoch + segment.step,
                                   batches_per_pass)
         dataset = train_data(first_pass).skip(skip)
@@ -173,14 +177,11 @@ def fit_resumable(
             history = enter_stage(model, dataset, epoch_steps=steps_per_epoch, **arguments)
         entered.add(segment.stage)
         cbl.offset = 0
+        if model.stop_training:
+            stopped_stage = segment.stage
         if cbl.hold_end:
             cbl.hold_end = False
             cbl.skip_begin = True
-            if model.stop_training:
-                cbl.skip_begin = False
-                cbl.release_end()
-                stopped_stage = segment.stage
-        elif model.stop_training:
-            stopped_stage = segment.stage
     cbl.skip_begin = False
+    cbl.release_end()
     return history

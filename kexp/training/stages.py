@@ -4,7 +4,9 @@ This is the recipe of Keras' transfer-learning guide, done with Keras' own mecha
 ``layer.trainable = False`` then ``compile`` and ``fit``; then ``layer.trainable = True``,
 ``compile`` again (a changed ``trainable`` only takes effect at compile time, and the
 optimizer must track the newly trainable weights) and ``fit`` from ``initial_epoch``. The
-two stages are one run: one history, epochs numbered on, callbacks shared.
+two stages are one run: one history, epochs numbered on, and one training for the callbacks
+(one ``on_train_begin``, one ``on_train_end``, their state carried on: see
+:mod:`kexp.training.loop` and :class:`FineTuningStart`).
 
 :func:`fit` is also where a learning-rate schedule given in epochs gets its real length
 (:mod:`kexp.model.schedules`), because this is the first place the steps per epoch are known.
@@ -101,18 +103,6 @@ def _steps_per_epoch(x: Any, fit_kwargs: dict[str, Any]) -> int | None:
     return count if count > 0 else None
 
 
-def _merge(histories: list[Any], model: Any) -> Any:
-    merged = keras.callbacks.History()
-    merged.set_model(model)
-    merged.history = {}
-    merged.epoch = []
-    for history in histories:
-        merged.epoch.extend(history.epoch)
-        for key, values in history.history.items():
-            merged.history.setdefault(key, []).extend(values)
-    return merged
-
-
 def _recompile(model: Any, config: ExperimentConfig, steps: int | None, lr: float | None) -> None:
     from kexp.model.build import compile_model
 
@@ -122,12 +112,14 @@ def _recompile(model: Any, config: ExperimentConfig, steps: int | None, lr: floa
 
 def fit(model: Any, config: ExperimentConfig, x: Any, epoch_steps: int | None = None,
         **fit_kwargs: Any) -> Any:
-    """``model.fit(x, **fit_kwargs)``, in two stages when ``freeze.epochs`` says so.
+    """``model.fit(x, **fit_kwargs)`` in the stage its ``initial_epoch`` is in, entering that
+    stage first (for the fine-tuning stage: unfreeze and recompile).
 
-    Returns one ``History`` for the whole run. A run resumed after stage 1
-    (``initial_epoch >= freeze.epochs``) goes straight to stage 2. ``epoch_steps`` is the
-    number of steps in a whole epoch, when ``fit_kwargs['steps_per_epoch']`` is not (the rest
-    of an interrupted epoch); schedules given in epochs are converted with it.
+    One call trains within one stage; :func:`kexp.training.loop.fit_resumable` splits a run at
+    ``freeze.epochs`` and passes every call the same callback list, so that the callbacks see
+    one training. ``epoch_steps`` is the number of steps in a whole epoch, when
+    ``fit_kwargs['steps_per_epoch']`` is not (the rest of an interrupted epoch); schedules
+    given in epochs are converted with it.
     """
     steps = epoch_steps or _steps_per_epoch(x, fit_kwargs)
     if is_pending(model):
@@ -143,21 +135,45 @@ def fit(model: Any, config: ExperimentConfig, x: Any, epoch_steps: int | None = 
     start = fit_kwargs.get("initial_epoch", 0)
     if section is None or section.epochs is None or section.epochs >= epochs:
         return model.fit(x, **fit_kwargs)
-    histories = []
-    if start < section.epochs:
-        histories.append(model.fit(x, **{**fit_kwargs, "epochs": section.epochs}))
-        if _diverged(histories[-1]):
-            return _merge(histories, model)
+    if start < section.epochs:  # a programming error, not the user's
+        raise ValueError(
+            f"epochs {start}..{epochs} cross the fine-tuning stage at {section.epochs}: fit "
+            "one stage per call (kexp.training.loop.plan splits a run into stages)"
+        )
     for layer in [layer for layer in _all_layers(model) if layer in _FROZEN]:
         layer.trainable = True
         _FROZEN.discard(layer)
     _recompile(model, config, steps, section.fine_tune_learning_rate)
-    second = {**fit_kwargs, "initial_epoch": max(start, section.epochs)}
-    histories.append(model.fit(x, **second))
-    return _merge(histories, model)
+    return model.fit(x, **fit_kwargs)
 
 
-def _diverged(history: Any) -> bool:
-    """Stage 1 ended on a NaN loss: fine-tuning from there would be pointless."""
-    losses = history.history.get("loss", [])
-    return bool(losses) and losses[-1] != losses[-1]
+class FineTuningStart(keras.callbacks.Callback):
+    """What a stop of the frozen stage leaves behind, settled as the fine-tuning stage begins.
+
+    A callback that stops training in the frozen stage (EarlyStopping, its patience run out)
+    ends that stage; fine-tuning still follows, as the next phase of the same training (the
+    callbacks see one training: :mod:`kexp.training.loop`). At the first fine-tuning epoch
+    each EarlyStopping that stopped does what it would have done at the end of a training,
+    restore its best weights (``restore_best_weights``), so fine-tuning starts from the best
+    frozen model; and counts its patience afresh. Its best value and weights carry on: the
+    run's best epoch, in either stage, is the one restored at the end.
+
+    Done at ``on_epoch_begin`` rather than between the two ``fit`` calls, so that a run
+    resumed at the stage boundary (its callbacks' state restored at ``on_train_begin``)
+    does the same. Put it first among the callbacks.
+    """
+
+    def __init__(self, epoch: int, callbacks: list[Any]):
+        super().__init__()
+        self.epoch = epoch
+        self.callbacks = callbacks
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if epoch != self.epoch:
+            return
+        for callback in self.callbacks:
+            if isinstance(callback, keras.callbacks.EarlyStopping) and callback.stopped_epoch > 0:
+                if callback.restore_best_weights and callback.best_weights is not None:
+                    callback.model.set_weights(callback.best_weights)
+                callback.wait = 0
+                callback.stopped_epoch = 0

@@ -1,0 +1,147 @@
+"""Callbacks across training stages, monitor names, and callback arguments that are functions.
+
+A ``freeze:`` run is two ``fit`` calls (frozen, then unfrozen and recompiled); the callbacks
+must see one training: TensorBoard keeps writing, a CSVLogger keeps its rows, EarlyStopping and
+ReduceLROnPlateau keep counting. A ``monitor`` that names nothing the model logs, and a
+callback argument that must be a function, are config errors before any run directory exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from conftest import REPO, shipped, write_config
+from kexp.config import load_config
+
+PROBE = REPO / "tests" / "plugins" / "stage_probe.py"
+
+
+def _iris(tmp_path: Path, **overrides: Any) -> dict:
+    """Iris (6 steps per epoch), layers named for freezing; the default outputs (TensorBoard)."""
+    config = shipped("iris_mlp.yaml", train={"epochs": 3}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "formats": ["keras"]})
+    config["plugins"] = [str(PROBE)]
+    config["model"]["sequential"]["layers"] = [
+        {"Dense": {"units": 16, "activation": "relu", "name": "backbone_1"}},
+        {"Dense": {"units": 3, "activation": "softmax", "name": "head"}},
+    ]
+    config.update(copy.deepcopy(overrides))
+    return config
+
+
+def _train(tmp_path: Path, config: dict, name: str = "c.yaml"):
+    from kexp.training.run import train
+
+    path = write_config(tmp_path / name, config)
+    return train(load_config(path), output_root=tmp_path / "runs", out=Console(file=io.StringIO()))
+
+
+def _events(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of TensorBoard event files in ``directory``: {tag: [(step, value)]}."""
+    from kexp.tf import tf
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "scalars":
+                    continue  # the model's config (text), the graph
+                number = float(tf.make_ndarray(value.tensor))
+                out.setdefault(value.tag, []).append((int(event.step), number))
+    return out
+
+
+def _probe() -> Any:
+    import stage_probe  # imported by the run (a file plugin is named after its stem)
+
+    return stage_probe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("declared", [False, True], ids=["output.tensorboard", "callbacks"])
+def test_tensorboard_logs_one_training_across_the_freeze_stages(tmp_path: Path,
+                                                                declared: bool) -> None:
+    """The default outputs (TensorBoard on), freeze.epochs 1 of 3: the run completes and the
+    logs continue through stage 2 in the same event files, batch steps counted on."""
+    config = _iris(tmp_path, freeze={"layers": ["backbone_*"], "epochs": 1},
+                   callbacks=[{"StageProbe": {"key": f"tb-{declared}"}}])
+    if declared:
+        config["callbacks"].append({"TensorBoard": {"update_freq": "batch"}})
+    run = _train(tmp_path, config)
+
+    manifest = json.loads((run.directory / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["epochs_completed"] == 3
+    train_files = list((run.directory / "logs" / "train").glob("events.out.tfevents.*"))
+    assert len(train_files) == 1, train_files  # one writer for the whole run
+    train, validation = (_events(run.directory / "logs" / d) for d in ("train", "validation"))
+    assert [step for step, _ in train["epoch_loss"]] == [0, 1, 2]
+    assert [step for step, _ in validation["epoch_loss"]] == [0, 1, 2]
+    assert [v for _, v in train["epoch_loss"]] == pytest.approx(run.history["loss"], rel=1e-6)
+    if declared:  # 6 steps per epoch: stage 2's batches go on from step 7, not from 1 again
+        assert [step for step, _ in train["batch_loss"]] == list(range(1, 19))
+    events = [e[0] for e in _probe().EVENTS[f"tb-{declared}"]]
+    assert events.count("train_begin") == 1 and events[0] == "train_begin"
+    assert events.count("train_end") == 1 and events[-1] == "train_end"
+
+
+@pytest.mark.slow
+def test_callbacks_keep_their_state_across_the_freeze_stages(tmp_path: Path) -> None:
+    """A user CSVLogger keeps stage 1's rows (and the manifest counts every epoch); EarlyStopping
+    and ReduceLROnPlateau count on through stage 2 and restore the best epoch of the run.
+
+    ``min_delta: 100`` makes only the first epoch an improvement: one training waits 2 epochs
+    (and EarlyStopping stops at the last), a reset at stage 2 would have waited 1."""
+    config = _iris(tmp_path, freeze={"layers": ["backbone_*"], "epochs": 1})
+    config["callbacks"] = [
+        {"CSVLogger": {"filename": "log.csv"}},
+        {"EarlyStopping": {"monitor": "loss", "patience": 2, "min_delta": 100,
+                           "restore_best_weights": True}},
+        {"ReduceLROnPlateau": {"monitor": "loss", "patience": 5, "min_delta": 100}},
+        {"StageProbe": {"key": "state"}},
+    ]
+    run = _train(tmp_path, config)
+
+    with open(run.directory / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    manifest = json.loads((run.directory / "manifest.json").read_text())
+    assert manifest["epochs_completed"] == 3 and len(run.history["loss"]) == 3
+    state = json.loads((run.directory / "backup" / "state.json").read_text())["callbacks"]
+    early = state["EarlyStopping#0"]
+    assert (early["wait"], early["best_epoch"], early["stopped_epoch"]) == (2, 0, 2)
+    assert state["ReduceLROnPlateau#0"]["wait"] == 2
+    # restore_best_weights at the end of the run: the best epoch is epoch 1 (in stage 1)
+    end_of_first = next(e for e in _probe().EVENTS["state"] if e[:2] == ("epoch_end", 0))
+    final = float(np.sum(run.model.get_layer("head").kernel.numpy()))
+    assert final == pytest.approx(end_of_first[2], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_the_frozen_stage_then_fine_tuning_follows(tmp_path: Path) -> None:
+    """EarlyStopping stops stage 1 at epoch 3 of 4: fine-tuning still follows, from the best
+    weights (restore_best_weights), with its patience counted afresh (2 epochs, not 0)."""
+    config = _iris(tmp_path, freeze={"layers": ["backbone_*"], "epochs": 4},
+                   train={"epochs": 7})
+    config["callbacks"] = [
+        {"EarlyStopping": {"monitor": "loss", "patience": 2, "min_delta": 100,
+                           "restore_best_weights": True}},
+        {"StageProbe": {"key": "stopped"}},
+    ]
+    run = _train(tmp_path, config)
+
+    lines = (run.directory / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "4", "5"]
+    events = _probe().EVENTS["stopped"]
+    best = next(e[2] for e in events if e[:2] == ("epoch_end", 0))
+    fine_tuning_starts = next(e[2] for e in events if e[:2] == ("epoch_begin", 4))
+    assert fine_tuning_starts == pytest.approx(best, abs=1e-6)
+    assert [e[0] for e in events].count("train_begin") == 1
