@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,10 +57,67 @@ def test_the_json_schema_rejects_what_validate_rejects(validator, mutate, word: 
 
 def test_the_json_schema_knows_extends_and_appends(validator) -> None:
     child = {"extends": ["base.yaml"], "callbacks+": [{"TerminateOnNaN": {}}],
-             "model": {"sequential": {"layers+": ["Flatten"], "input": {"shape": [3]},
-                                      "layers": ["Dense"]}}}
-    messages = [e.message for e in validator.iter_errors(child)]
-    assert not any("callbacks+" in m or "layers+" in m or "extends" in m for m in messages)
+             "model": {"sequential": {"layers+": ["Flatten"], "input": {"shape": [3]}}}}
+
+    def every(errors):  # with the errors of each union branch
+        for error in errors:
+            yield error
+            yield from every(error.context)
+
+    unknown = [e for e in every(validator.iter_errors(child))
+               if e.validator == "additionalProperties"]
+    assert unknown == [], [e.message for e in unknown]
+    # but `key` (replace) and `key+` (append) together is a mistake, as kexp says
+    child["callbacks"] = []
+    assert any(list(e.path) == [] and "callbacks" in str(e.instance)
+               for e in validator.iter_errors(child))
+
+
+# What a JSON Schema cannot say, so an editor cannot flag it (kexp validate does).
+NOT_EXPRESSIBLE = {
+    "data_fractions_sum": "arithmetic across keys (validation + test fractions < 1)",
+    "env_var_shell_style": "depends on the environment",
+    "env_var_unset": "depends on the environment",
+    "yaml_duplicate_flow_key": "the YAML parser keeps one of the duplicates",
+    "yaml_duplicate_nested_key": "the YAML parser keeps one of the duplicates",
+    "yaml_duplicate_top_key": "the YAML parser keeps one of the duplicates",
+}
+
+
+def _schema_cases() -> list[Path]:
+    """Bad-config cases an editor sees whole: schema-level (Keras names are free-form in the
+    JSON Schema), one file (no extends), no --set, readable YAML."""
+    from test_bad_configs import CASES, expected
+
+    out = []
+    for case in CASES:
+        want = expected(case)
+        if want.keras or want.args:
+            continue
+        try:
+            data = yaml.safe_load(case.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and "extends" not in data:
+            out.append(case)
+    return out
+
+
+@pytest.mark.parametrize("case", _schema_cases(), ids=lambda p: p.stem)
+def test_the_json_schema_rejects_every_bad_config_it_can_express(validator, case: Path) -> None:
+    """The bad-config corpus against the JSON Schema: each mistake the schema can express
+    is an error there too, at the key path kexp names or above it (exactly one model kind,
+    one kind per graph node, names, class_weight keys, ``k`` with ``k+``, ...)."""
+    from test_bad_configs import expected
+
+    errors = list(validator.iter_errors(yaml.safe_load(case.read_text())))
+    if case.stem in NOT_EXPRESSIBLE:  # keep the list honest: these do pass
+        assert errors == [], (case.stem, [e.message for e in errors])
+        return
+    want = [p for p in re.split(r"\.|\[(\d+)\]", expected(case).path) if p]
+    want = [int(p) if p.isdigit() else p for p in want]
+    assert any(list(e.absolute_path) == want[: len(e.absolute_path)] for e in errors), (
+        case.stem, [(list(e.absolute_path), e.message) for e in errors])
 
 
 def test_schema_output_replaces_only_generated_files(tmp_path: Path) -> None:

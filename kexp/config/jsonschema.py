@@ -47,11 +47,37 @@ def _with_append_keys(node: dict[str, Any]) -> None:
                 f"Append these items to the `{name}` inherited through `extends`."
             )
             properties[name + APPEND] = appended
+            # `k` replaces, `k+` appends: both at once is an error (kexp.config.compose)
+            node.setdefault("dependentSchemas", {})[name + APPEND] = {"not": {"required": [name]}}
+
+
+def _key_patterns(node: Any) -> None:
+    """``{pattern: value schema}`` maps as ``propertyNames`` + ``additionalProperties``.
+
+    Pydantic writes a mapping whose keys have a pattern (graph ``inputs``, ``blocks``, ...)
+    as ``patternProperties``, which lets a key that does not match through unchecked; this
+    form refuses it, as validation does, and reads as a map in the reference page.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _key_patterns(item)
+        return
+    if not isinstance(node, dict):
+        return
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+        ((pattern, value),) = patterns.items()
+        del node["patternProperties"]
+        node["propertyNames"] = {"pattern": pattern}
+        node["additionalProperties"] = value
+    for value in node.values():
+        _key_patterns(value)
 
 
 def json_schema() -> dict[str, Any]:
     """The config's JSON Schema (draft 2020-12) as a dict."""
     schema = ExperimentConfig.model_json_schema(mode="validation")
+    _key_patterns(schema)
     _with_append_keys(schema)
     for definition in schema.get("$defs", {}).values():
         _with_append_keys(definition)

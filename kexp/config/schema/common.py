@@ -51,6 +51,19 @@ KerasSpec = Annotated[
 ]
 
 
+def exactly_one_of(*keys: str) -> dict[str, Any]:
+    """JSON Schema saying what a "give exactly one of" model validator checks: one of
+    ``keys`` is set (not null), never two. Pydantic cannot derive it from the validator, so
+    each section that has one passes this as ``json_schema_extra``; editors then flag a
+    model with both ``sequential`` and ``functional`` (or neither) as ``kexp validate`` does.
+    """
+    return {
+        "oneOf": [
+            {"required": [key], "properties": {key: {"not": {"type": "null"}}}} for key in keys
+        ]
+    }
+
+
 def spec_parts(spec: Any) -> tuple[str, dict[str, Any]]:
     """Split a :data:`KerasSpec` into ``(name, kwargs)``.
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Optional, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.common import KerasSpec, Section, exactly_one_of
 
 if TYPE_CHECKING:  # the model section nests (a sub-model node); resolved in model.py
     from kexp.config.schema.model import ModelSection
@@ -66,10 +66,11 @@ def _ref(value: str) -> str:
     return value
 
 
-#: A name of an input, node, layer, block or output.
-Name = Annotated[str, AfterValidator(_name)]
+#: A name of an input, node, layer, block or output. (The validators give the messages; the
+#: patterns tell editors the same rule through the JSON Schema.)
+Name = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": _NAME.pattern})]
 #: A tensor: an input or node name, or ``node.part`` (one output of a multi-output node).
-Ref = Annotated[str, AfterValidator(_ref)]
+Ref = Annotated[str, AfterValidator(_ref), Field(json_schema_extra={"pattern": _REF.pattern})]
 
 NodeInputs = Union[Ref, list[Ref], dict[Name, Ref]]
 Outputs = Union[
@@ -91,6 +92,8 @@ class GraphInput(Section):
 
 class GraphNode(Section):
     """One node: apply a layer, block, sub-model or keras.applications model to tensors."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of(*NODE_KINDS))
 
     name: Name = Field(description="The tensor this node makes (and its layer's name).")
     inputs: NodeInputs = Field(

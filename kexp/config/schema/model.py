@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.common import KerasSpec, Section, exactly_one_of
 from kexp.config.schema.functional import Block, FunctionalModel, GraphNode
 
 
@@ -45,6 +45,8 @@ class SequentialModel(Section):
 
 class ModelSection(Section):
     """Exactly one kind of model: ``sequential`` or ``functional``."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("sequential", "functional"))
 
     sequential: Optional[SequentialModel] = None
     functional: Optional[FunctionalModel] = None

@@ -25,7 +25,9 @@ class TrainSection(Section):
     )
     validation_steps: Optional[int] = Field(None, gt=0)
     class_weight: Optional[dict[int, float]] = Field(
-        None, description="Loss weight per class index (single-output classifiers)."
+        None, description="Loss weight per class index (single-output classifiers).",
+        # JSON object keys are text: say they must spell an integer (the class index)
+        json_schema_extra={"propertyNames": {"pattern": "^-?[0-9]+$"}},
     )
     terminate_on_nan: bool = Field(
         True, description="Stop at the first NaN loss (keras.callbacks.TerminateOnNaN)."
