@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from kexp.config.schema import spec_parts
@@ -331,12 +332,171 @@ def make_layer(spec: Any, path: KeyPath) -> Any:
 
 
 def make_callback(spec: Any, path: KeyPath, defaults: dict[str, Any] | None = None) -> Any:
-    """A ``keras.callbacks.Callback``; ``defaults`` fill arguments the user did not give."""
+    """A ``keras.callbacks.Callback``; ``defaults`` fill arguments the user did not give.
+
+    An argument Keras calls (``LearningRateScheduler``'s ``schedule``, ``LambdaCallback``'s
+    hooks: :data:`FUNCTION_ARGS`) names a function a plugin defines, and gets that function.
+    """
     name, kwargs = spec_parts(spec)
     cls = lookup("callback", name, path)
     check_kwargs(cls, kwargs, path + (name,), name)
     merged = {**(defaults or {}), **kwargs}
+    merged = _function_arguments(cls, merged, path + (name,), name)
     return _construct(cls, merged, path + (name,), name)
+
+
+@dataclass(frozen=True)
+class FunctionArg:
+    """A callback argument that Keras calls: how it calls it (shown to the user, and tried
+    against the function's signature; a schedule may take one argument or two)."""
+
+    shown: str
+    calls: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...]
+
+
+_HOOK_EPOCH = ((0, {}), {})
+_HOOK_BATCH = ((0,), {"logs": {}})
+_HOOK_TRAIN = (({},), {})
+
+#: The callback arguments Keras calls, by class (subclasses included). A string in YAML can
+#: only be a name there, and Keras would call the string mid-training (``'str' object is not
+#: callable``). Listed by hand: neither Keras' signatures nor their defaults say which
+#: arguments are functions. (``keras.callbacks`` 3.x; a plugin's own callback takes its
+#: functions as it likes.)
+FUNCTION_ARGS: dict[type, dict[str, FunctionArg]] = {
+    keras.callbacks.LearningRateScheduler: {
+        "schedule": FunctionArg("schedule(epoch, learning_rate)", (((0, 0.01), {}), ((0,), {}))),
+    },
+    keras.callbacks.LambdaCallback: {
+        "on_epoch_begin": FunctionArg("on_epoch_begin(epoch, logs)", (_HOOK_EPOCH,)),
+        "on_epoch_end": FunctionArg("on_epoch_end(epoch, logs)", (_HOOK_EPOCH,)),
+        "on_train_begin": FunctionArg("on_train_begin(logs)", (_HOOK_TRAIN,)),
+        "on_train_end": FunctionArg("on_train_end(logs)", (_HOOK_TRAIN,)),
+        "on_train_batch_begin": FunctionArg("on_train_batch_begin(batch, logs=...)",
+                                            (_HOOK_BATCH,)),
+        "on_train_batch_end": FunctionArg("on_train_batch_end(batch, logs=...)",
+                                          (_HOOK_BATCH,)),
+    },
+}
+
+
+def function_args(cls: type) -> dict[str, FunctionArg]:
+    """The arguments of callback class ``cls`` that Keras calls (see :data:`FUNCTION_ARGS`)."""
+    found: dict[str, FunctionArg] = {}
+    for base, args in FUNCTION_ARGS.items():
+        if issubclass(cls, base):
+            found.update(args)
+    return found
+
+
+def plugin_functions() -> dict[str, Any]:
+    """Functions a config may name: those of the imported plugins and Keras' registered
+    custom objects, by full (``module>name``) name."""
+    from kexp.plugins import plugin_objects
+
+    found = {**plugin_objects(), **keras.saving.get_custom_objects()}
+    return {name: obj for name, obj in found.items()
+            if callable(obj) and not inspect.isclass(obj)}
+
+
+def lookup_function(name: str, path: KeyPath, what: str) -> Any:
+    """The plugin function called ``name`` (full or short name); ConfigError if none.
+
+    ``what`` says what the function is for (``LearningRateScheduler calls 'schedule'``).
+    Only plugins bring code into a run (:mod:`kexp.safety`), so only their functions can be
+    named: not Python's built-ins, not source code.
+    """
+    functions = plugin_functions()
+    matches: dict[int, tuple[list[str], Any]] = {}
+    for full, obj in functions.items():
+        if full == name or full.split(">")[-1] == name:
+            matches.setdefault(id(obj), ([], obj))[0].append(full)
+    if len(matches) > 1:
+        names = sorted(max(names, key=len) for names, _ in matches.values())
+        raise ConfigError.single(
+            path, f"'{name}' is ambiguous: several plugin functions have this name ("
+            + ", ".join(names) + "); write the full name",
+        )
+    if matches:
+        return next(iter(matches.values()))[1]
+    short = {full.split(">")[-1] for full in functions} | set(functions)
+    raise ConfigError.single(
+        path,
+        f"{what} as a function, and '{name}' is no function a plugin defines: write the "
+        "function in a Python file, list the file under `plugins:`, and give its name here",
+        suggestion=nearest(name, short),
+    )
+
+
+def _function_arguments(cls: type, kwargs: dict[str, Any], path: KeyPath,
+                        name: str) -> dict[str, Any]:
+    """``kwargs`` with each argument Keras calls resolved to the plugin function it names."""
+    args = function_args(cls)
+    if not args:
+        return kwargs
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    out = dict(kwargs)
+    issues: list[ConfigIssue] = []
+    for arg, call in args.items():
+        parameter = parameters.get(arg)
+        optional = parameter is not None and parameter.default is None
+        where = path + (arg,)
+        what = f"{name} calls '{arg}'"
+        value = kwargs.get(arg)
+        if value is None:
+            if not optional:
+                issues.append(ConfigIssue(
+                    where if arg in kwargs else path,
+                    f"{name} needs '{arg}': the name of a function a plugin defines, called "
+                    f"as {call.shown}",
+                ))
+            continue
+        if not isinstance(value, str):
+            issues.append(ConfigIssue(
+                where, f"{what} as {call.shown}: give the name of a function a plugin "
+                "defines (a Python file listed under `plugins:`)",
+                value=value, has_value=True,
+            ))
+            continue
+        try:
+            function = lookup_function(value, where, what)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+            continue
+        if not _can_call(function, call):
+            issues.append(ConfigIssue(
+                where, f"{what} as {call.shown}, which plugin function '{value}' cannot take "
+                f"(it is {getattr(function, '__name__', value)}{_signature(function)})",
+            ))
+            continue
+        out[arg] = function
+    if issues:
+        raise ConfigError(issues)
+    return out
+
+
+def _can_call(function: Any, call: FunctionArg) -> bool:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return True  # a builtin or C function: Keras will find out
+    for args, kwargs in call.calls:
+        try:
+            signature.bind(*args, **kwargs)
+            return True
+        except TypeError:
+            continue
+    return False
+
+
+def _signature(function: Any) -> str:
+    try:
+        return str(inspect.signature(function))
+    except (TypeError, ValueError):
+        return "(...)"
 
 
 def _from_get(kind: str, get: Callable[[Any], Any], spec: Any, path: KeyPath) -> Any:

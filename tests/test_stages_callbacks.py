@@ -145,3 +145,75 @@ def test_early_stopping_ends_the_frozen_stage_then_fine_tuning_follows(tmp_path:
     fine_tuning_starts = next(e[2] for e in events if e[:2] == ("epoch_begin", 4))
     assert fine_tuning_starts == pytest.approx(best, abs=1e-6)
     assert [e[0] for e in events].count("train_begin") == 1
+
+
+# ------------------------------------------------------------ callback arguments Keras calls
+
+
+def _import_probe() -> Any:
+    from kexp.plugins import import_plugin
+
+    import_plugin(str(PROBE))
+    return _probe()
+
+
+def test_a_function_argument_names_a_plugin_function() -> None:
+    from kexp.resolve import make_callback
+
+    probe = _import_probe()
+    for name in ("halve_each_epoch", "stage_probe>halve_each_epoch"):
+        scheduler = make_callback({"LearningRateScheduler": {"schedule": name}}, ("callbacks", 0))
+        assert scheduler.schedule is probe.halve_each_epoch
+    hooks = make_callback({"LambdaCallback": {"on_epoch_end": "note_epoch"}}, ("callbacks", 1))
+    assert hooks.on_epoch_end is probe.note_epoch
+
+
+@pytest.mark.parametrize("kwargs, fragment, where", [
+    ({"schedule": "lambda epoch, lr: lr * 0.9"}, "is no function a plugin defines", "schedule"),
+    ({"schedule": "halve_each_epok"}, "did you mean 'halve_each_epoch'", "schedule"),
+    ({"schedule": 0.1}, "give the name of a function a plugin defines", "schedule"),
+    ({"schedule": "takes_nothing"}, "cannot take (it is takes_nothing())", "schedule"),
+    ({}, "LearningRateScheduler needs 'schedule'", None),
+])
+def test_function_argument_mistakes(kwargs: dict, fragment: str, where: str | None) -> None:
+    from kexp.errors import ConfigError
+    from kexp.resolve import make_callback
+
+    _import_probe()
+    with pytest.raises(ConfigError) as caught:
+        make_callback({"LearningRateScheduler": kwargs}, ("callbacks", 2))
+    (issue,) = caught.value.issues
+    assert fragment in str(issue)
+    assert issue.path == ("callbacks", 2, "LearningRateScheduler") + ((where,) if where else ())
+
+
+def test_a_function_argument_that_is_no_plugin_function_is_refused_by_validate(
+        tmp_path: Path) -> None:
+    """``LambdaCallback: {on_epoch_end: print}`` validated as fine and then crashed at the
+    first epoch end ('str' object is not callable): now exit 2 at its key path and line."""
+    from conftest import assert_user_error, cli
+
+    config = _iris(tmp_path, callbacks=[{"LambdaCallback": {"on_epoch_end": "print"}}])
+    path = write_config(tmp_path / "c.yaml", config)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1)
+                if "on_epoch_end" in text)
+    done = cli(["validate", path])
+    assert_user_error(done, f"c.yaml:{line}: callbacks[0].LambdaCallback.on_epoch_end:",
+                      "LambdaCallback calls 'on_epoch_end' as a function",
+                      "'print' is no function a plugin defines", "plugins:")
+
+
+@pytest.mark.slow
+def test_learning_rate_scheduler_and_lambda_callback_train_with_plugin_functions(
+        tmp_path: Path) -> None:
+    config = _iris(tmp_path, train={"epochs": 2},
+                   callbacks=[{"LearningRateScheduler": {"schedule": "halve_each_epoch"}},
+                              {"LambdaCallback": {"on_epoch_end": "note_epoch"}}])
+    config["output"]["tensorboard"] = False
+    _probe_events = _import_probe().EVENTS
+    _probe_events.pop("lambda", None)
+    run = _train(tmp_path, config)
+
+    assert run.history["learning_rate"] == pytest.approx([0.02, 0.01])
+    assert float(np.asarray(run.model.optimizer.learning_rate)) == pytest.approx(0.01)
+    assert _probe_events["lambda"] == [("epoch_end", 0), ("epoch_end", 1)]
