@@ -109,6 +109,23 @@ def test_custom_schedule_by_name_with_epochs() -> None:
     ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epoch": 3}},
      "CosineDecay takes no argument 'decay_epoch'", ("CosineDecay", "decay_epoch")),
     ({"CosineDecai": {"initial_learning_rate": 0.1}}, "did you mean 'CosineDecay'", ()),
+    # the *_epochs forms are what a near miss most likely meant
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epoch": 2}},
+     "did you mean 'decay_epochs'", ("CosineDecay", "decay_epoch")),
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 9, "warmup_epoch": 1}},
+     "did you mean 'warmup_epochs'", ("CosineDecay", "warmup_epoch")),
+    ({"PiecewiseConstantDecay": {"boundary_epoch": [1], "values": [1.0, 0.1]}},
+     "did you mean 'boundary_epochs'", ("PiecewiseConstantDecay", "boundary_epoch")),
+    # boundaries must rise: Keras takes [2, 1] and computes a rate no value list has
+    ({"PiecewiseConstantDecay": {"boundary_epochs": [2, 1], "values": [1.0, 0.5, 0.1]}},
+     "boundaries must increase", ("PiecewiseConstantDecay", "boundary_epochs")),
+    ({"PiecewiseConstantDecay": {"boundary_epochs": [1, 1], "values": [1.0, 0.5, 0.1]}},
+     "(got [1, 1])", ("PiecewiseConstantDecay", "boundary_epochs")),
+    ({"PiecewiseConstantDecay": {"boundaries": [20, 10], "values": [1.0, 0.5, 0.1]}},
+     "boundaries must increase, each after the one before (in steps)",
+     ("PiecewiseConstantDecay", "boundaries")),
+    ({"PiecewiseConstantDecay": {"boundary_epochs": [1, "two"], "values": [1.0, 0.5, 0.1]}},
+     "must be a list of numbers of epochs", ("PiecewiseConstantDecay", "boundary_epochs")),
 ])
 def test_schedule_mistakes(spec: dict, fragment: str, where: tuple) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -116,6 +133,18 @@ def test_schedule_mistakes(spec: dict, fragment: str, where: tuple) -> None:
     issue = caught.value.issues[0]
     assert fragment in str(issue)
     assert issue.path == PATH + ("SGD", "learning_rate") + where
+
+
+def test_boundaries_on_the_same_step_are_found_once_the_steps_are_known() -> None:
+    """1 and 1.04 epochs are different boundaries, but with 10 steps per epoch both are step
+    10: an error then, and not while the steps per epoch are still unknown (validate)."""
+    spec = {"PiecewiseConstantDecay": {"boundary_epochs": [1, 1.04], "values": [1.0, 0.5, 0.1]}}
+    _optimizer(spec, steps_per_epoch=None)  # pending: fine
+    assert _schedule(spec, steps_per_epoch=100).get_config()["boundaries"] == [100, 104]
+    with pytest.raises(ConfigError) as caught:
+        _optimizer(spec, steps_per_epoch=10)
+    (issue,) = caught.value.issues
+    assert "with 10 steps per epoch these boundaries fall on the same step ([10, 10])" in str(issue)
 
 
 def test_epochs_wait_for_the_data_and_training_uses_the_real_steps() -> None:

@@ -27,7 +27,7 @@ import weakref
 from typing import Any
 
 from kexp.config.schema import ExperimentConfig, spec_parts
-from kexp.errors import ConfigError, ConfigIssue, KeyPath
+from kexp.errors import ConfigError, ConfigIssue, KeyPath, nearest
 from kexp.resolve import _construct, accepted_kwargs, check_kwargs, lookup
 from kexp.resolve import make_optimizer as _make_optimizer
 from kexp.tf import keras
@@ -79,22 +79,51 @@ def _steps(value: Any, steps_per_epoch: int, path: KeyPath) -> int:
     return max(1, round(value * steps_per_epoch))
 
 
+def _increasing(values: list[Any], where: KeyPath, unit: str) -> list[ConfigIssue]:
+    """Boundaries must rise strictly: Keras takes them as they come and would switch rates
+    in an order nobody meant (or never reach a value), silently."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) == len(values) and all(a < b for a, b in zip(numbers, numbers[1:])):
+        return []
+    if len(numbers) != len(values):
+        return [ConfigIssue(where, f"must be a list of numbers of {unit}", value=values,
+                            has_value=True)]
+    return [ConfigIssue(where, f"boundaries must increase, each after the one before (in "
+                               f"{unit})", value=values, has_value=True)]
+
+
+def epoch_forms(accepted: set[str]) -> set[str]:
+    """The ``<x>_epochs`` spellings a config may use for a schedule taking ``accepted``."""
+    forms = {key[: -len("_steps")] + EPOCHS for key in accepted if key.endswith("_steps")}
+    forms |= {epochs for epochs, steps in _LIST_ARGS.items() if steps in accepted}
+    return forms
+
+
 def in_steps(
-    cls: type, kwargs: dict[str, Any], steps_per_epoch: int, path: KeyPath
+    cls: type, kwargs: dict[str, Any], steps_per_epoch: int, path: KeyPath,
+    exact: bool = True,
 ) -> dict[str, Any]:
-    """``kwargs`` with every ``<x>_epochs`` replaced by ``<x>_steps`` (or ``boundaries``)."""
+    """``kwargs`` with every ``<x>_epochs`` replaced by ``<x>_steps`` (or ``boundaries``).
+
+    ``exact`` False: ``steps_per_epoch`` is a stand-in (the data is not read yet), so what
+    only the real number can tell (two boundaries on the same step) is left for later.
+    """
     accepted = accepted_kwargs(cls)
+    names = None if accepted is None else accepted | epoch_forms(accepted)
     out: dict[str, Any] = {}
     issues: list[ConfigIssue] = []
     for key, value in kwargs.items():
+        where = path + (key,)
         if not key.endswith(EPOCHS):
+            if key in _LIST_ARGS.values() and isinstance(value, list):
+                issues.extend(_increasing(value, where, "steps"))
             out[key] = value
             continue
         target = _LIST_ARGS.get(key, key[: -len(EPOCHS)] + "_steps")
-        where = path + (key,)
         if accepted is not None and target not in accepted:
             issues.append(ConfigIssue(where, f"{cls.__name__} takes no '{target}' that "
-                                             f"'{key}' could give in epochs"))
+                                             f"'{key}' could give in epochs",
+                                      suggestion=nearest(key, sorted(names - {key}))))
         elif target in kwargs:
             issues.append(ConfigIssue(where, f"give either '{key}' or '{target}', not both"))
         elif target in _LIST_ARGS.values():
@@ -103,12 +132,23 @@ def in_steps(
                     ConfigIssue(where, "must be a list of epochs", value=value, has_value=True)
                 )
                 continue
+            problems = _increasing(value, where, "epochs")
+            if problems:
+                issues.extend(problems)
+                continue
             try:
                 out[target] = [
                     _steps(v, steps_per_epoch, where + (i,)) for i, v in enumerate(value)
                 ]
             except ConfigError as exc:
                 issues.extend(exc.issues)
+                continue
+            if exact and len(set(out[target])) != len(out[target]):
+                issues.append(ConfigIssue(
+                    where, f"with {steps_per_epoch} steps per epoch these boundaries fall on "
+                    f"the same step ({out[target]}); space them further apart",
+                    value=value, has_value=True,
+                ))
         else:
             try:
                 out[target] = _steps(value, steps_per_epoch, where)
@@ -117,6 +157,23 @@ def in_steps(
     if issues:
         raise ConfigError(issues)
     return out
+
+
+def _check_names(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -> None:
+    """Unknown arguments, with suggestions that include the ``<x>_epochs`` forms:
+    ``decay_epoch`` is a typo of ``decay_epochs``, not of Keras' ``decay_steps``."""
+    accepted = accepted_kwargs(cls)
+    if accepted is None:
+        return
+    names = sorted(accepted | epoch_forms(accepted))
+    issues = [
+        ConfigIssue(path + (key,), f"{name} takes no argument '{key}'",
+                    suggestion=nearest(key, names))
+        for key in kwargs
+        if key not in accepted and not key.endswith(EPOCHS)  # those: in_steps says why
+    ]
+    if issues:
+        raise ConfigError(issues)
 
 
 def make_schedule(spec: Any, path: KeyPath, steps_per_epoch: int | None = None) -> Any:
@@ -130,7 +187,18 @@ def make_schedule(spec: Any, path: KeyPath, steps_per_epoch: int | None = None) 
     base = keras.optimizers.schedules.LearningRateSchedule
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigError.single(path, f"'{name}' is not a learning-rate schedule class")
-    converted = in_steps(cls, kwargs, steps_per_epoch or 1, path + (name,))
+    issues: list[ConfigIssue] = []
+    try:
+        _check_names(cls, kwargs, path + (name,), name)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    try:
+        converted = in_steps(cls, kwargs, steps_per_epoch or 1, path + (name,),
+                             exact=steps_per_epoch is not None)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    if issues:  # every mistake of the schedule at once
+        raise ConfigError(issues)
     check_kwargs(cls, converted, path + (name,), name)
     schedule = _construct(cls, converted, path + (name,), name)
     if steps_per_epoch is None and uses_epochs(spec):
