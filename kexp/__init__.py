@@ -52,6 +52,16 @@ def predict(target: Any, input: Any, **kwargs: Any) -> Any:
     return _predict(target, input, **kwargs)
 
 
+def load_model(path: Any, safe_mode: bool = True) -> Any:
+    """``keras.models.load_model`` in safe mode that also restores, from ``.h5``, the
+    optimizer slots Keras 3's HDF5 loader drops (see :mod:`kexp.h5_optimizer`)."""
+    from pathlib import Path
+
+    from kexp.runs import load_model as _load_model
+
+    return _load_model(Path(path), safe_mode=safe_mode)
+
+
 def env_report(include_packages: bool = True) -> dict[str, Any]:
     """The environment record that every run's manifest embeds."""
     from kexp.environment import collect
@@ -59,4 +69,5 @@ def env_report(include_packages: bool = True) -> dict[str, Any]:
     return collect(include_packages=include_packages)
 
 
-__all__ = ["__version__", "env_report", "evaluate", "predict", "reproduce", "resume", "train"]
+__all__ = ["__version__", "env_report", "evaluate", "load_model", "predict", "reproduce",
+           "resume", "train"]

@@ -98,7 +98,8 @@ def _find_target(target: str | Path) -> Target:
 
 
 def load_model(path: Path, safe_mode: bool = True) -> Any:
-    """``keras.models.load_model`` with Keras' safe mode on (no code runs from the file).
+    """``keras.models.load_model`` with Keras' safe mode on (no code runs from the file),
+    and, for ``.h5``, the optimizer state Keras' HDF5 loader drops (:mod:`kexp.h5_optimizer`).
 
     ``safe_mode=False`` only for a run whose config says ``allow_unsafe_deserialization``.
     """
@@ -109,7 +110,12 @@ def load_model(path: Path, safe_mode: bool = True) -> Any:
 
     try:
         with quiet_absl():  # the .h5 loader warns about metrics it builds lazily
-            return keras.models.load_model(str(path), safe_mode=safe_mode)
+            model = keras.models.load_model(str(path), safe_mode=safe_mode)
+        if Path(path).suffix == ".h5":  # Keras' .h5 loader drops the optimizer's slots
+            from kexp.h5_optimizer import restore_optimizer_slots
+
+            restore_optimizer_slots(model, path)
+        return model
     except (OSError, ValueError, TypeError) as exc:
         if is_safe_mode_refusal(exc):
             raise UserError(load_refusal(path)) from None

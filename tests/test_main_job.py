@@ -142,6 +142,16 @@ def test_h5_holds_architecture_weights_and_optimizer_state(run: Path) -> None:
     assert any(n.endswith("iteration") for n in names)
 
 
+def test_kexp_loads_the_same_optimizer_state_from_h5_as_from_keras(run: Path) -> None:
+    import kexp
+
+    native = kexp.load_model(run / "model.keras").optimizer.variables
+    legacy = kexp.load_model(run / "model.h5").optimizer.variables
+    assert len(legacy) == len(native) > 2  # iterations, learning rate and AdamW's slots
+    for a, b in zip(native, legacy):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_evaluate_agrees_with_training(run: Path) -> None:
     done = cli(["evaluate", run, "--json"])
     assert done.returncode == 0, done.stderr
