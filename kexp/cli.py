@@ -166,11 +166,21 @@ def train(
 
             sys.stdout.write(resolved_yaml(loaded))
             return
+        if loaded is not None:
+            _check_files(loaded)
         from kexp.training.run import train as run_train
 
         run_train(loaded, output_root=output_root, out=out, resume=resume)
 
     _run(debug, action)
+
+
+def _check_files(loaded: Any) -> None:
+    """What can be checked of a loaded config before TensorFlow is imported (3-8 s): the
+    plugin files it names exist."""
+    from kexp.plugins import check_files
+
+    check_files(loaded)
 
 
 def _resume_config(run_dir: Path | None, sets: Optional[List[str]]) -> Any:
@@ -195,9 +205,13 @@ def resume(
     """
 
     def action() -> None:
+        # the overrides first, without TensorFlow: a typo is answered at once
+        loaded = _resume_config(run_dir, sets)
+        if loaded is not None:
+            _check_files(loaded)
         from kexp.training.run import train as run_train
 
-        run_train(_resume_config(run_dir, sets), out=out, resume=run_dir)
+        run_train(loaded, out=out, resume=run_dir)
 
     _run(debug, action)
 
@@ -324,6 +338,7 @@ def validate(
                 exc.hint = ("layer, optimizer, loss, metric and callback names and arguments "
                             "are checked once these are fixed")
             raise
+        _check_files(loaded)
         from kexp.training.run import prepare
 
         _, _, model = prepare(loaded, connect=False)  # no cluster server, no TPU

@@ -99,11 +99,37 @@ def import_plugin(entry: str, base_dir: Path | None = None) -> PluginRecord:
     return record
 
 
-def _import_file(file: Path) -> types.ModuleType:
+def _file_problem(file: Path) -> str | None:
+    """Why ``file`` cannot be a plugin (missing, not .py), or None."""
     if not file.is_file():
-        raise PluginError(f"plugin file not found: {file}")
+        return f"plugin file not found: {file}"
     if file.suffix != ".py":
-        raise PluginError(f"a plugin file must be a Python source file (.py): {file}")
+        return f"a plugin file must be a Python source file (.py): {file}"
+    return None
+
+
+def check_files(loaded: Any) -> None:
+    """The plugin files a :class:`~kexp.config.loader.LoadedConfig` names exist.
+
+    Checked right after the schema, before TensorFlow is imported (importing the plugins
+    needs it, as their components subclass Keras'): a mistyped file name is answered in a
+    fraction of a second instead of after TensorFlow's start-up. Module entries are found
+    only by importing them, so they wait for :func:`import_config_plugins`.
+    """
+    issues = [
+        ConfigIssue(("plugins", index), problem)
+        for index, entry in enumerate(loaded.config.plugins)
+        if is_file_entry(entry)
+        and (problem := _file_problem(Path(entry).expanduser().resolve())) is not None
+    ]
+    if issues:
+        raise ConfigError(loaded.locate_issues(issues))
+
+
+def _import_file(file: Path) -> types.ModuleType:
+    problem = _file_problem(file)
+    if problem is not None:
+        raise PluginError(problem)
     digest = sha256(file)
     previous = _IMPORTED.get(str(file))
     if previous is not None and previous.sha256 == digest and previous.module in sys.modules:
@@ -156,15 +182,16 @@ def _import_module(name: str, base: Path) -> types.ModuleType:
 
 def _import_failure(what: str, exc: BaseException) -> str:
     """``cannot import plugin X: NameError: ... (file, line N)``: where the user must look."""
-    where = ""
     if isinstance(exc, SyntaxError) and exc.lineno:
         where = f" ({Path(exc.filename or what).name}, line {exc.lineno})"
-    else:
-        frames = traceback.extract_tb(exc.__traceback__)
-        mine = [f for f in frames if _is_user_code(f.filename)]
-        if mine:
-            frame = mine[-1]
-            where = f" ({Path(frame.filename).name}, line {frame.lineno})"
+        # its str() already ends with "(file, line N)": the bare message, so it is said once
+        return f"cannot import plugin {what}: {type(exc).__name__}: {exc.msg}{where}"
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if _is_user_code(f.filename)]
+    if mine:
+        frame = mine[-1]
+        where = f" ({Path(frame.filename).name}, line {frame.lineno})"
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         missing = f"it imports '{exc.name}', which is not installed"
         return f"cannot import plugin {what}: {missing}{where}"

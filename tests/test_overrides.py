@@ -251,6 +251,48 @@ def test_bad_override_on_train_exits_2_without_a_run(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+_NO_TF = """
+import json, sys
+from typer.testing import CliRunner
+from kexp.cli import app
+results = [CliRunner().invoke(app, args) for args in json.loads(sys.argv[1])]
+print(json.dumps({"results": [[r.exit_code, r.output] for r in results],
+                  "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def test_mistakes_found_before_tensorflow_are_answered_without_it(tmp_path: Path) -> None:
+    """A --set typo on a resume and a missing plugin file on train are config errors that
+    need no TensorFlow: both answered (exit 2) in a process that never imports it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO, shipped, write_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run / "config.yaml", shipped("iris_mlp.yaml", seed=7))
+    (run / "manifest.json").write_text("{}")
+    plugged = write_config(tmp_path / "plugged.yaml",
+                           shipped("iris_mlp.yaml", plugins=["missing_components.py"]))
+    calls = [["resume", str(run), "--set", "train.epoch=2"],
+             ["train", str(run / "config.yaml"), "--resume", str(run), "--set", "train.epoch=2"],
+             ["train", str(plugged), "--output-root", str(tmp_path / "runs")]]
+    done = subprocess.run([sys.executable, "-c", _NO_TF, json.dumps(calls)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["tensorflow"] is False
+    (code1, resume), (code2, train_resume), (code3, train) = report["results"]
+    assert code1 == code2 == code3 == 2, report
+    for text in (resume, train_resume):
+        assert "--set train.epoch=2: train.epoch: the config has no key 'epoch'" in text
+        assert "did you mean 'train.epochs'" in text
+    assert f"plugged.yaml:" in train and "plugins[0]: plugin file not found" in train
+    assert not (tmp_path / "runs").exists()
+
+
 def test_overrides_are_saved_next_to_the_resolved_config(tmp_path: Path) -> None:
     """A real training run (in this process: 1 epoch of iris) records its --set list."""
     sets = ["train.epochs=1", "+callbacks[]={TerminateOnNaN: {}}", "output.tensorboard=false",

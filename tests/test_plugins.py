@@ -166,7 +166,11 @@ def test_plugin_import_errors_name_the_entry_and_the_plugin_line(tmp_path: Path)
     text = _plugin_issue(tmp_path, "x = 1\ny = undefined_name\n")
     assert "NameError" in text and "broken.py, line 2" in text
     text = _plugin_issue(tmp_path, "def f(:\n")
-    assert "SyntaxError" in text and "line 1" in text
+    assert "SyntaxError: invalid syntax (broken.py, line 1)" in text
+    assert text.count("line 1") == 1, text  # the location once, not twice
+    text = _plugin_issue(tmp_path, "if True:\nx = 1\n")
+    assert "IndentationError: expected an indented block" in text
+    assert text.count("(broken.py, line 2)") == 1, text
     text = _plugin_issue(tmp_path, "import no_such_package_kexp\n")
     assert "imports 'no_such_package_kexp', which is not installed" in text
     assert "plugin file not found" in _plugin_issue(tmp_path, "", entry="missing.py")
