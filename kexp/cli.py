@@ -170,7 +170,9 @@ def train(
             _check_files(loaded)
         from kexp.training.run import train as run_train
 
-        run_train(loaded, output_root=output_root, out=out, resume=resume)
+        run = run_train(loaded, output_root=output_root, out=out, resume=resume)
+        if run.status != "completed":  # trained, but a model file is missing (said above)
+            raise typer.Exit(1)
 
     _run(debug, action)
 
@@ -211,7 +213,8 @@ def resume(
             _check_files(loaded)
         from kexp.training.run import train as run_train
 
-        run_train(loaded, out=out, resume=run_dir)
+        if run_train(loaded, out=out, resume=run_dir).status != "completed":
+            raise typer.Exit(1)  # trained, but a model file is missing (said above)
 
     _run(debug, action)
 

@@ -106,7 +106,23 @@ model:
       - {{name: s1, layer: shared, inputs: pre}}
       - {{name: s2, layer: shared, inputs: s1}}
       - {{name: deep, block: residual, repeat: 2, inputs: s2}}
-      - {{name: joined, layer: Concatenate, inputs: [deep, stats]}}
+      # two of each kind of nested model, with the same inner layer names
+      - {{name: sub_a, model: {{functional: {{inputs: {{x: {{shape: [16]}}}}, outputs: [h],
+          graph: [{{name: h, layer: {{Dense: {{units: 4}}}}, inputs: x}}]}}}}, inputs: s2}}
+      - {{name: sub_b, model: {{functional: {{inputs: {{x: {{shape: [16]}}}}, outputs: [h],
+          graph: [{{name: h, layer: {{Dense: {{units: 4}}}}, inputs: x}}]}}}}, inputs: s2}}
+      - {{name: seq_a, model: {{sequential: {{input: {{shape: [16]}},
+          layers: [{{Dense: {{units: 4, name: h}}}}]}}}}, inputs: s2}}
+      - {{name: seq_b, model: {{sequential: {{input: {{shape: [16]}},
+          layers: [{{Dense: {{units: 4, name: h}}}}]}}}}, inputs: s2}}
+      - {{name: up, layer: {{UpSampling2D: {{size: 4}}}}, inputs: pixels}}
+      - {{name: rgb, layer: Concatenate, inputs: [up, up, up]}}
+      - {{name: net_a, application: {{MobileNet: {{alpha: 0.25, include_top: false, pooling: avg}}}},
+          inputs: rgb}}
+      - {{name: net_b, application: {{MobileNet: {{alpha: 0.25, include_top: false, pooling: avg}}}},
+          inputs: rgb}}
+      - {{name: joined, layer: Concatenate,
+          inputs: [deep, stats, sub_a, sub_b, seq_a, seq_b, net_a, net_b]}}
       - {{name: digit, layer: {{Dense: {{units: 10, activation: softmax}}}}, inputs: joined}}
       - {{name: parity, layer: {{Dense: {{units: 1, activation: sigmoid}}}}, inputs: joined}}
     outputs: [digit, parity]
@@ -129,7 +145,11 @@ for path in sys.argv[3:]:
     layer = model.get_layer("shared")
     calls = [n for n in layer._inbound_nodes]
     assert len(calls) == 2, calls
-    assert [w.path for w in model.weights].count("shared/kernel") == 1
+    paths = [w.path for w in model.weights]
+    assert paths.count("shared/kernel") == 1
+    assert len(set(paths)) == len(paths), sorted(p for p in paths if paths.count(p) > 1)
+    for name in ("sub_a_h/kernel", "sub_b_h/kernel", "seq_a_h/kernel", "net_b_conv1/kernel"):
+        assert any(p.endswith(name) for p in paths), name  # .h5: seq_a/seq_a_h/kernel
     for name, value in model.predict(x, verbose=0).items():
         out[path.rsplit(".", 1)[1] + "_" + name] = value
 np.savez(sys.argv[2], **out)
@@ -141,6 +161,7 @@ def test_saved_models_reload_with_plain_keras_and_predict_identically(tmp_path: 
     from kexp.training.run import train
 
     run = train(load_config_text(RELOAD), output_root=tmp_path / "runs")
+    assert run.status == "completed"  # both files written: every weight has a name of its own
     test = np.load(DATA / "digits_test.npz")
     expected = run.model.predict({"pixels": test["images"], "stats": test["stats"]}, verbose=0)
     done = subprocess.run(
@@ -155,3 +176,32 @@ def test_saved_models_reload_with_plain_keras_and_predict_identically(tmp_path: 
     for fmt in ("keras", "h5"):
         for name in ("digit", "parity"):
             assert np.array_equal(reloaded[f"{fmt}_{name}"], expected[name]), (fmt, name)
+
+
+def test_a_model_file_that_cannot_be_written_costs_only_that_file(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The .h5 writer failing after training (as it did for two sub-models with the same inner
+    names): model.keras, the test evaluation and the manifest are still written, the run is
+    'incomplete' with the reason, and the command says so and exits 1 without a traceback."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("Unable to synchronously create dataset (name already exists)")
+
+    monkeypatch.setattr(legacy_h5_format, "save_model_to_hdf5", refuse)
+    config = shipped("digits_two_output.yaml", train={"epochs": 1}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "formats": ["h5", "keras"]})
+    result = CliRunner().invoke(app, ["train", str(write_config(tmp_path / "two.yaml", config))])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert "model.h5 could not be written: ValueError: Unable to synchronously" in result.output
+    run = only_run(tmp_path / "runs")
+    assert not (run / "model.h5").exists() and (run / "model.keras").is_file()
+    assert not list(run.glob(".*.tmp*"))  # no half-written temporary left behind
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    assert manifest["missing_artifacts"] == {
+        "model.h5": "ValueError: Unable to synchronously create dataset (name already exists)"}
+    assert manifest["test_metrics"] and manifest["weights_sha256"]
+    assert json.loads((run / "evaluation.json").read_text())["metrics"]["digit_accuracy"] >= 0

@@ -180,6 +180,60 @@ def test_a_keras_application_as_a_backbone_node() -> None:
     assert "(8, 8, 3)" in issue.message
 
 
+def test_an_application_keeps_weights_loaded_from_a_file(tmp_path: Path) -> None:
+    """Its layers are renamed <node>_<layer> by a clone, which must not lose the weights."""
+    import numpy as np
+
+    from kexp.tf import keras
+
+    source = keras.applications.MobileNet(alpha=0.25, include_top=False, pooling="avg",
+                                          weights=None, input_shape=(32, 32, 3))
+    file = tmp_path / "backbone.weights.h5"
+    source.save_weights(file)
+    model = build(APPLICATION.replace("pooling: avg}", f"pooling: avg, weights: {file}}}"))
+    backbone = model.get_layer("backbone")
+    assert backbone.layers[0].name.startswith("backbone_input_layer")
+    assert [layer.name for layer in backbone.layers[1:3]] == ["backbone_conv1", "backbone_conv1_bn"]
+    assert len(backbone.weights) == len(source.weights)
+    for mine, theirs in zip(backbone.weights, source.weights):
+        assert mine.path == "backbone_" + theirs.path
+        assert np.array_equal(mine.numpy(), theirs.numpy()), mine.path
+
+
+SUB_MODEL_NAMES = """
+inputs: {pixels: {shape: [8, 8, 1]}}
+graph:
+  - {name: flat, layer: Flatten, inputs: pixels}
+  - name: a
+    model: {functional: {inputs: {x: {shape: [64]}}, outputs: [h],
+                         graph: [{name: h, layer: {Dense: {units: 4}}, inputs: x}]}}
+    inputs: flat
+  - {name: a_h, layer: {Dense: {units: 4}}, inputs: flat}
+  - {name: j, layer: Concatenate, inputs: [a, a_h]}
+  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: j}
+outputs: [digit]
+"""
+
+
+def test_layers_inside_sub_models_are_named_after_the_node_and_must_be_unique() -> None:
+    """Two sub-models may name their layers alike (each is prefixed with its node), but a
+    weight named twice in the whole model is refused before training, not when saving."""
+    twice = SUB_MODEL_NAMES.replace("{name: a_h, layer: {Dense: {units: 4}}, inputs: flat}", (
+        "{name: b, model: {functional: {inputs: {x: {shape: [64]}}, outputs: [h], "
+        "graph: [{name: h, layer: {Dense: {units: 4}}, inputs: x}]}}, inputs: flat}"
+    )).replace("[a, a_h]", "[a, b]")
+    model = build(twice)
+    paths = [w.path for w in model.weights]
+    assert "a_h/kernel" in paths and "b_h/kernel" in paths
+    assert len(set(paths)) == len(paths)
+    with pytest.raises(ConfigError) as caught:
+        build(SUB_MODEL_NAMES)
+    (issue,) = caught.value.issues
+    assert issue.path == ("model", "functional", "graph", 2, "name")
+    assert ("the layer name 'a_h' of node 'a_h' (model.functional.graph[2]) is already taken "
+            "by layer 'a_h' inside node 'a' (model.functional.graph[1])") in issue.message
+
+
 TWO_OUTPUTS = """
 inputs: {pixels: {shape: [8, 8, 1]}}
 graph:

@@ -30,8 +30,12 @@ def architectures() -> dict[str, Any]:
     }
 
 
-def make_application(spec: Any, input_shape: tuple, name: str, path: KeyPath) -> Any:
-    """The architecture ``spec`` names, for inputs of ``input_shape``, as a model ``name``."""
+def make_application(spec: Any, input_shape: tuple, name: str, path: KeyPath,
+                     prefix: str = "") -> Any:
+    """The architecture ``spec`` names, for inputs of ``input_shape``, as a model ``name``.
+
+    ``prefix`` starts the name of every layer inside it (see :func:`with_prefix`).
+    """
     arch, kwargs = spec_parts(spec)
     known = architectures()
     if arch not in known:
@@ -57,9 +61,34 @@ def make_application(spec: Any, input_shape: tuple, name: str, path: KeyPath) ->
     if "name" in params and "name" not in kwargs:
         arguments["name"] = name
     try:
-        return fn(**arguments)
+        model = fn(**arguments)
     except Exception as exc:  # shape limits, bad weights, a failed download: all user-facing
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConfigError.single(
             path + (arch,), f"{arch} (for inputs of shape {input_shape}) failed: {first}"
         ) from exc
+    return with_prefix(model, prefix) if prefix else model
+
+
+def with_prefix(model: Any, prefix: str) -> Any:
+    """``model`` with every inner layer renamed ``prefix + name``, its weights kept.
+
+    Keras names a weight after its layer alone (``conv1/kernel``), so two copies of one
+    architecture in a model would give the optimizer two slots of one name, and the ``.h5``
+    writer refuses that. The architecture functions name their layers themselves and their
+    weights already exist, so the only way to rename is a clone (new layers from the same
+    configs, in the same order) that then receives the original's weights: weights loaded
+    from a file (``weights: path/to/file``) or downloaded are kept.
+    """
+
+    def renamed(layer: Any) -> Any:
+        return layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name})
+
+    def new_input(tensor: Any) -> Any:  # else Keras names it after the symbolic tensor
+        name = prefix + tensor._keras_history.operation.name
+        return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
+
+    clone = keras.models.clone_model(model, input_tensors=keras.tree.map_structure(
+        new_input, model.input), clone_function=renamed, recursive=True)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -36,15 +36,19 @@ from kexp.resolve import known_names, make_layer
 from kexp.tf import keras
 
 
-def build_functional(spec: FunctionalModel, name: str, path: KeyPath) -> Any:
-    """The functional model ``spec`` declares; ConfigError with every problem found."""
+def build_functional(spec: FunctionalModel, name: str, path: KeyPath, prefix: str = "") -> Any:
+    """The functional model ``spec`` declares; ConfigError with every problem found.
+
+    ``prefix`` starts the name of every layer made (a sub-model node's: ``<node>_``), so
+    that the weights of two sub-models with the same inner names still have distinct names.
+    """
     issues = check_functional(spec, path)
     errors = [i for i in issues if i.severity == "error"] + layer_issues(spec, path)
     if errors:
         raise ConfigError(errors)
     for issue in issues:
         warnings.warn(ConfigWarning(issue), stacklevel=2)
-    return GraphBuilder(spec, path).build(spec.name or _model_name(name))
+    return GraphBuilder(spec, path, prefix).build(spec.name or _model_name(name))
 
 
 def layer_issues(spec: FunctionalModel, path: KeyPath) -> list[ConfigIssue]:
@@ -73,9 +77,11 @@ def layer_issues(spec: FunctionalModel, path: KeyPath) -> list[ConfigIssue]:
 class GraphBuilder:
     """The state of one model's build: Keras layer names taken, shared layers, issues."""
 
-    def __init__(self, spec: FunctionalModel, path: KeyPath):
+    def __init__(self, spec: FunctionalModel, path: KeyPath, prefix: str = ""):
         self.spec = spec
         self.path = path
+        #: Starts every layer name of this model: ``<node>_`` for a sub-model, else empty.
+        self.prefix = prefix
         self.issues: list[ConfigIssue] = []
         #: Keras layer name -> what made it (layer names must be unique in a model).
         self.taken: dict[str, str] = {}
@@ -122,7 +128,7 @@ class GraphBuilder:
                 tensor = self.resolve(ref, env, at)
             except NodeFailed:
                 continue
-            layer_name = prefix + name
+            layer_name = self.prefix + prefix + name
             if _producer(tensor) != layer_name:
                 if not self.claim(layer_name, f"output '{name}'", at):
                     continue
@@ -238,7 +244,7 @@ class GraphBuilder:
         """New layers for a ``layers:`` mapping, named ``prefix + key`` (None where it failed)."""
         made: dict[str, Any] = {}
         for key, spec in specs.items():
-            name = prefix + key
+            name = self.prefix + prefix + key
             cls, kwargs = spec_parts(spec)
             made[key] = None
             if "name" in kwargs:
@@ -262,7 +268,8 @@ class GraphBuilder:
                 raise NodeFailed(node.name)
             return layers[node.layer]
         cls, kwargs = spec_parts(node.layer)
-        name = prefix + node.name if prefix else self.renamed.get(node.name, node.name)
+        name = self.prefix + (prefix + node.name if prefix
+                              else self.renamed.get(node.name, node.name))
         try:
             layer = make_layer({cls: {**kwargs, "name": name}}, at + ("layer",))
         except ConfigError as exc:
@@ -281,30 +288,48 @@ class GraphBuilder:
         from kexp.model.sequential import build_sequential
 
         section = node.model
-        name = prefix + node.name
+        name = self.prefix + prefix + node.name
+        # its layers are named <node>_<layer>: two sub-models with the same inner names must
+        # still give every weight its own name (optimizer slots, the HDF5 file)
         try:
             if section.sequential is not None:
-                model = build_sequential(section.sequential, name, at + ("model", "sequential"))
+                model = build_sequential(section.sequential, name, at + ("model", "sequential"),
+                                         prefix=f"{name}_")
             else:
-                model = build_functional(section.functional, name, at + ("model", "functional"))
+                model = build_functional(section.functional, name, at + ("model", "functional"),
+                                         prefix=f"{name}_")
         except ConfigError as exc:
             self.issues.extend(exc.issues)
             raise NodeFailed(node.name) from exc
-        if not self.claim(model.name, f"node '{node.name}' ({format_path(at)})", at + ("name",)):
-            raise NodeFailed(node.name)
+        self.claim_model(model, node, at)
         return model
 
     def application(self, node: GraphNode, tensor: Any, at: KeyPath, prefix: str) -> Any:
-        name = prefix + node.name
+        name = self.prefix + prefix + node.name
         try:
             model = make_application(node.application, tuple(tensor.shape[1:]), name,
-                                     at + ("application",))
+                                     at + ("application",), prefix=f"{name}_")
         except ConfigError as exc:
             self.issues.extend(exc.issues)
             raise NodeFailed(node.name) from exc
-        if not self.claim(model.name, f"node '{node.name}' ({format_path(at)})", at + ("name",)):
-            raise NodeFailed(node.name)
+        self.claim_model(model, node, at)
         return model
+
+    def claim_model(self, model: Any, node: GraphNode, at: KeyPath) -> None:
+        """Take the names of a sub-model (or application) node and of every layer inside it.
+
+        Keras itself only needs the top-level names to differ, but a weight is named after
+        its layer alone (``h/kernel``), and the optimizer's slots and the ``.h5`` writer need
+        every weight name once in the whole model. Inner layers are named ``<node>_<layer>``;
+        this catches the rest (a node named ``a_h`` next to a sub-model ``a`` with a layer
+        ``h``) before training rather than when the model is saved.
+        """
+        where = f"node '{node.name}' ({format_path(at)})"
+        if not self.claim(model.name, where, at + ("name",)):
+            raise NodeFailed(node.name)
+        for layer in _inner_layers(model):  # the first clash is enough to say what to rename
+            if not self.claim(layer.name, f"layer '{layer.name}' inside {where}", at + ("name",)):
+                raise NodeFailed(node.name)
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -324,6 +349,18 @@ class GraphBuilder:
         if self.issues:
             unique = list({(i.path, i.message): i for i in self.issues}.values())
             raise ConfigError(unique)
+
+
+def _inner_layers(model: Any) -> list[Any]:
+    """Every layer inside ``model``, nested models included; input layers hold no weights."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_inner_layers(layer))
+    return found
 
 
 def _renamed_outputs(scope: Scope) -> dict[str, str]:

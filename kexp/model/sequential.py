@@ -15,15 +15,23 @@ from kexp.resolve import make_layer
 from kexp.tf import keras
 
 
-def build_sequential(spec: SequentialModel, name: str, path: KeyPath) -> Any:
-    """The Sequential model ``spec`` declares, built on its input shape."""
+def build_sequential(spec: SequentialModel, name: str, path: KeyPath, prefix: str = "") -> Any:
+    """The Sequential model ``spec`` declares, built on its input shape.
+
+    ``prefix`` starts every layer name (a sub-model node's ``<node>_``): a weight is named
+    after its layer alone, and two sub-models may well name their layers alike. It is added
+    before the layers are built, which is when their weights get their names.
+    """
     issues: list[ConfigIssue] = []
     layers = []
     for index, layer_spec in enumerate(spec.layers):
         try:
-            layers.append(make_layer(layer_spec, path + ("layers", index)))
+            layer = make_layer(layer_spec, path + ("layers", index))
         except ConfigError as exc:
             issues.extend(exc.issues)
+            continue
+        layer.name = prefix + layer.name
+        layers.append(layer)
     if issues:
         raise ConfigError(issues)
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def _umask() -> int:
@@ -95,6 +95,26 @@ def save_model(model: Any, final: Path) -> None:
                 model.save(str(tmp))
         else:
             model.save(str(tmp))
+
+
+def save_final_models(model: Any, run_dir: Path, formats: Iterable[str]) -> dict[str, str]:
+    """Save ``model.<fmt>`` for each format; the files that could not be written, and why.
+
+    Called once training has finished: a failure to write one format (a full disk, a layer
+    the legacy HDF5 writer cannot store) must not cost the run its other files, its test
+    evaluation and its manifest, so it is collected here rather than raised. The caller
+    records it (status ``incomplete``). A failed file never exists under its final name,
+    because every save goes through :func:`atomic_path`.
+    """
+    missing: dict[str, str] = {}
+    for fmt in formats:
+        final = Path(run_dir) / f"model.{fmt}"
+        try:
+            save_model(model, final)
+        except Exception as exc:  # anything a writer may raise; KeyboardInterrupt passes
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            missing[final.name] = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return missing
 
 
 @contextmanager

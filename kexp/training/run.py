@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from kexp.config import LoadedConfig, load_config
 from kexp.config.schema import ExperimentConfig
@@ -45,7 +46,7 @@ from kexp.preflight import check_paths, check_space
 from kexp.safety import check_config as check_config_code, unsafe_allowed
 from kexp.seeding import seed_everything
 from kexp.tf import keras
-from kexp.training.artifacts import save_model, write_json, write_text
+from kexp.training.artifacts import save_final_models, write_json, write_text
 from kexp.training.callbacks import build_callbacks
 from kexp.training.session import Session
 from kexp.training.weights import weights_sha256
@@ -317,8 +318,8 @@ def _fit_and_save(
     )
     epochs_done = len(next(iter(logs.values()), []))
 
-    for fmt in config.output.formats:
-        save_model(model, run_dir / f"model.{fmt}")
+    # a format that cannot be written costs that file only: the rest is saved and recorded
+    missing = save_final_models(model, run_dir, config.output.formats)
 
     rows: dict[str, dict[str, float]] = {}
     if logs:
@@ -341,13 +342,22 @@ def _fit_and_save(
     best = None
     if checkpoints is not None and checkpoints.best_epoch is not None:
         best = {"monitor": checkpoints.monitor, "value": checkpoints.best, "epoch": checkpoints.best_epoch}
+    status = "incomplete" if missing else "completed"
     manifest.finish(
-        "completed",
+        status,
+        missing_artifacts=missing or None,
         epochs_completed=epochs_done,
         final_metrics={k: v[-1] for k, v in logs.items()},
         test_metrics=test_metrics,
         best_checkpoint=best,
         weights_sha256=weights_sha256(model),  # what `kexp reproduce` compares
     )
-    say.print(f"saved: {run_dir}")
-    return Run(run_dir, config, model, logs, test_metrics, "completed")
+    for name, why in missing.items():
+        say.print(f"[red]error:[/red] {name} could not be written: {escape(why)}",
+                  highlight=False)
+    if missing:
+        say.print(f"the run trained to the end, but is [bold]incomplete[/bold] (manifest.json: "
+                  f"missing_artifacts); what was written is in {run_dir}", highlight=False)
+    else:
+        say.print(f"saved: {run_dir}")
+    return Run(run_dir, config, model, logs, test_metrics, status)
