@@ -1,6 +1,7 @@
-"""Property tests: however a good config is mangled (keys dropped, renamed or added, values
-swapped for anything YAML can hold, Keras arguments given odd values, lines deleted,
-characters typed at random, odd --set overrides), ``kexp validate`` and ``kexp train
+"""Property tests: however a good config (the shipped ones, the plugin example with its
+custom layer, loss, metric and epoch schedule, the starters) is mangled (keys dropped, renamed
+or added, values swapped for anything YAML can hold, Keras arguments given odd values, lines
+deleted, characters typed at random, odd --set overrides), ``kexp validate`` and ``kexp train
 --print-config`` answer with success or a user error (exit 2) and never with a traceback.
 
 They run the real Typer app in this process (TensorFlow is imported once, by the first
@@ -20,10 +21,22 @@ from typer.testing import CliRunner
 from conftest import CONFIGS, REPO
 from kexp.cli import app
 
-GOOD = [*sorted(CONFIGS.glob("*.yaml")), REPO / "kexp/starter/sequential.yaml",
-        REPO / "kexp/starter/functional.yaml"]
-RAW = [yaml.safe_load(p.read_text()) for p in GOOD]
-TEXT = [p.read_text() for p in GOOD]
+GOOD = [*sorted(CONFIGS.glob("*.yaml")), CONFIGS / "plugins" / "digits_custom.yaml",
+        REPO / "kexp/starter/sequential.yaml", REPO / "kexp/starter/functional.yaml"]
+
+
+def _anchored(path: Any) -> str:
+    """A config's text with its plugin files absolute: mutants are written elsewhere, and a
+    plugin that is not found would stop every mutant of a plugin config before Keras."""
+    text = path.read_text()
+    for entry in (yaml.safe_load(text) or {}).get("plugins", []):
+        text = text.replace(f"- {entry}", f"- {path.parent / entry}")
+    return text
+
+
+TEXT = [_anchored(p) for p in GOOD]
+RAW = [yaml.safe_load(t) for t in TEXT]
+assert any(raw.get("plugins") for raw in RAW)  # custom layer, loss, metric and a schedule too
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -168,7 +181,10 @@ def test_random_overrides_never_crash(sets: list[str]) -> None:
 KWARGS = ["units", "filters", "kernel_size", "strides", "padding", "rate", "activation",
           "momentum", "patience", "monitor", "mode", "learning_rate", "pool_size", "axis",
           "use_bias", "kernel_initializer", "kernel_regularizer", "factor", "from_logits",
-          "scale", "data_format", "dtype", "name"]
+          "scale", "data_format", "dtype", "name",
+          # the plugin example's own layer, loss and metric, and its schedule in epochs
+          "ratio", "gamma", "num_classes", "warmup_epochs", "decay_epochs", "decay_epoch",
+          "warmup_target", "boundary_epochs"]
 kwarg_values = st.one_of(
     scalars, st.lists(st.integers(-3, 40), max_size=3),
     st.sampled_from([{"L2": {"l2": 0.1}}, {"L2": {"l3": 1}}, {"Zeros": {}}, {"Nope": None},
@@ -194,8 +210,8 @@ def _keras_objects(node: Any, path: tuple = ()) -> list[tuple]:
 
 
 @st.composite
-def kwargs_mutated(draw: st.DrawFn) -> dict:
-    config = copy.deepcopy(draw(st.sampled_from(RAW)))
+def kwargs_mutated(draw: st.DrawFn, pool: list[dict] = RAW) -> dict:
+    config = copy.deepcopy(draw(st.sampled_from(pool)))
     for _ in range(draw(st.integers(1, 2))):
         node = config
         for part in draw(st.sampled_from(_keras_objects(config))):
@@ -208,5 +224,18 @@ def kwargs_mutated(draw: st.DrawFn) -> dict:
 @given(config=kwargs_mutated())
 def test_mangled_keras_arguments_never_crash(config: dict, tmp_path_factory) -> None:
     path = tmp_path_factory.mktemp("k") / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    _no_crash(["validate", str(path)])
+
+
+PLUGIN_CONFIGS = [raw for raw in RAW if raw.get("plugins")]
+
+
+@settings(PROPERTY, max_examples=15)
+@given(config=kwargs_mutated(PLUGIN_CONFIGS))
+def test_mangled_plugin_component_arguments_never_crash(config: dict, tmp_path_factory) -> None:
+    """The same for the plugin example: its custom layer, loss and metric and its schedule
+    given in epochs, imported from the plugin file and checked against their signatures."""
+    path = tmp_path_factory.mktemp("p") / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     _no_crash(["validate", str(path)])
