@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,3 +158,112 @@ def test_evaluate_warns_when_a_data_directory_changed(tmp_path: Path) -> None:
     (folder / "2.png").write_bytes(b"a new image")
     assert changed_data_files(manifest) == [f"{tmp_path / 'imgs'} (content changed)"]
     assert json.loads((tmp_path / "manifest.json").read_text())["data_files"]
+
+
+# --- cache: memory only for a stream that fits --------------------------------------------
+
+def counted_stream(n: int, width: int) -> tuple[Stream, list[int]]:
+    """A stream of ``n`` examples of ``width`` floats that counts how often it is read."""
+    from kexp.tf import tf
+
+    reads = [0]
+
+    def note(i: Any) -> Any:
+        reads[0] += 1
+        return i
+
+    def build() -> Any:
+        indices = tf.data.Dataset.range(n).map(
+            lambda i: tf.py_function(note, [i], tf.int64))
+        return indices.map(lambda i: (tf.fill([width], tf.cast(i, tf.float32)), i))
+
+    return Stream(build, n, True), reads
+
+
+def test_default_cache_keeps_a_stream_too_large_for_memory_out_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kexp.data.pipeline as pipeline
+
+    stream, reads = counted_stream(30, 100)
+    estimate = stream.memory_estimate()
+    assert estimate >= 30 * 100 * 4  # at least the decoded floats
+    assert pipeline.choose_cache(stream, True, None, memory=8 * estimate) == ("memory", estimate)
+    small = 8 * estimate - 8  # an eighth of it is just short of the estimate
+    cached, _ = pipeline.choose_cache(stream, True, None, memory=small)
+    assert cached.startswith("none (about ") and "read from the files each epoch" in cached
+    assert pipeline.choose_cache(stream, "memory", None, memory=small)[0] == "memory"
+    assert pipeline.choose_cache(stream, "file", Path("c/train"), memory=small)[0] == "file: c/train"
+    arrays = Arrays(np.zeros((3, 2)), np.zeros(3))
+    assert pipeline.choose_cache(arrays, True, None, memory=1)[0].startswith("none (examples")
+
+    def epochs(dataset: Any) -> None:
+        for _ in range(2):
+            list(dataset.as_numpy_iterator())
+
+    monkeypatch.setattr(pipeline, "budget", lambda memory=None: estimate - 1)
+    reads[0] = 0
+    epochs(make_dataset(stream, 8, training=True, seed=0))  # the default: cache=True
+    assert reads[0] == 60  # read from the source in both epochs: nothing held in memory
+    reads[0] = 0
+    monkeypatch.setattr(pipeline, "budget", lambda memory=None: estimate)
+    epochs(make_dataset(stream, 8, training=True, seed=0))
+    assert reads[0] == 30  # fits: decoded once, epoch 2 from the memory cache
+
+
+def test_asking_for_a_memory_cache_of_a_large_stream_warns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kexp.data.pipeline as pipeline
+    from kexp.data.splits import Splits
+    from kexp.errors import ConfigWarning
+
+    stream, _ = counted_stream(30, 100)
+    monkeypatch.setattr(pipeline, "budget", lambda memory=None: 1000)
+    splits = Splits(train=stream)
+    with pytest.warns(ConfigWarning) as caught:
+        record = pipeline_record(splits, section({"source": "npz", "path": "x.npz"},
+                                                 cache="memory"))
+    assert record["train"]["cache"] == "memory"
+    (warning,) = caught
+    assert str(warning.message).startswith("data.cache: the train split is read as a stream")
+    assert "may run out of memory during epoch 1" in str(warning.message)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default choice is quiet: it does not cache
+        record = pipeline_record(splits, section({"source": "npz", "path": "x.npz"}))
+    assert record["train"]["cache"].startswith("none (about ")
+
+
+def test_a_csv_streams_when_larger_than_an_eighth_of_memory_or_1_gib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kexp.data.sources.csv as csv_source
+
+    file = tmp_path / "t.csv"
+    file.write_text("a,b\n" + "1,2\n" * 250)  # 1004 bytes
+    spec = section({"source": "csv", "path": str(file), "label": "b"}).train
+    assert not csv_source._should_stream(spec, file, memory=8 * 1004)
+    assert csv_source._should_stream(spec, file, memory=8 * 1003)
+    for forced in (True, False):  # a declared `stream` wins over the size
+        declared = section({"source": "csv", "path": str(file), "label": "b",
+                            "stream": forced}).train
+        assert csv_source._should_stream(declared, file, memory=1) is forced
+        assert csv_source._should_stream(declared, file, memory=1 << 40) is forced
+    monkeypatch.setattr(csv_source, "STREAM_ABOVE_BYTES", 1003)  # the 1 GiB cap, scaled down
+    assert csv_source._should_stream(spec, file, memory=1 << 40)
+    monkeypatch.setattr(csv_source, "budget", lambda memory=None: 1 << 40)
+    assert isinstance(csv_source.load_csv(spec, ("data", "train")), Stream)
+
+
+def test_a_container_memory_limit_lowers_the_share(tmp_path: Path) -> None:
+    from kexp.data.memory import cgroup_limit
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert cgroup_limit((str(v2), str(v1))) is None  # neither file: no limit
+    v2.write_text("max\n")
+    v1.write_text("2147483648\n")
+    assert cgroup_limit((str(v2), str(v1))) == 2 << 30
+    v2.write_text("1073741824\n")
+    assert cgroup_limit((str(v2), str(v1))) == 1 << 30

@@ -9,6 +9,15 @@ global batch size (Keras splits it over replicas), ``prefetch`` with AUTOTUNE. E
 is only batched and prefetched, in order. Examples already in memory (Arrays) are not cached
 again: they are in memory.
 
+``cache: true`` (the default) caches a stream in memory only when its decoded examples fit in
+an eighth of the machine's memory (:mod:`kexp.data.memory`, the rule that streams a large csv),
+estimated from its first examples; a larger stream is not cached and tf.data reads it from its
+files every epoch. Streaming exists for data that does not fit in memory, and a memory cache
+would hold all of it by the end of epoch 1. Not a file cache either: that would write a second,
+decoded copy of the data (decoded images are often many times larger than their files) into the
+run directory, unasked; ``cache: file`` does that on request. ``cache: memory`` caches in memory
+whatever the size, with a warning when the estimate is over the share.
+
 Under a multi-worker strategy tf.data shards the input with the chosen auto-shard policy:
 ``data`` (the default) is right for every source, since each worker reads everything and
 keeps its share of each batch; ``file`` (each worker reads its own files) is offered for
@@ -17,12 +26,14 @@ TFRecords with many files and no fraction split. The policy used is recorded in 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kexp.data.arrays import Arrays
-from kexp.errors import ConfigError
+from kexp.data.memory import budget, gigabytes
+from kexp.errors import ConfigError, ConfigIssue, ConfigWarning
 from kexp.tf import tf
 
 #: Largest default shuffle buffer for streamed sources (in-memory ones shuffle whole).
@@ -42,10 +53,31 @@ class PipelineChoice:
     cache: str
     shuffle_buffer: int | None
     shard_policy: str
+    #: Estimated bytes of a memory cache of a stream (None for examples in memory).
+    cache_estimate: int | None = None
 
     def record(self) -> dict[str, Any]:
         return {"cache": self.cache, "shuffle_buffer": self.shuffle_buffer,
                 "shard_policy": self.shard_policy}
+
+
+def choose_cache(
+    examples: Any, cache: bool | str, cache_file: Path | None, memory: int | None = None,
+) -> tuple[str, int | None]:
+    """What caching ``examples`` means: ``memory``, ``file: <path>`` or ``none (<why>)``, and
+    the estimated bytes of a memory cache (streams only; ``memory`` overrides this machine's
+    memory, for tests)."""
+    if isinstance(examples, Arrays):
+        return ("none (examples already in memory)" if cache else "none"), None
+    if cache is False:
+        return "none", None
+    if cache == "file" and cache_file is not None:
+        return f"file: {cache_file}", None
+    estimate = examples.memory_estimate()
+    if cache == "memory" or estimate <= budget(memory):
+        return "memory", estimate
+    return (f"none (about {gigabytes(estimate)} decoded, more than an eighth of memory: "
+            "read from the files each epoch)"), estimate
 
 
 def choose(
@@ -54,12 +86,7 @@ def choose(
 ) -> PipelineChoice:
     """Resolve the ``auto``/default options for one split."""
     in_memory = isinstance(examples, Arrays)
-    if in_memory or cache is False:
-        cached = "none (examples already in memory)" if in_memory and cache else "none"
-    elif cache == "file" and cache_file is not None:
-        cached = f"file: {cache_file}"
-    else:
-        cached = "memory"
+    cached, estimate = choose_cache(examples, cache, cache_file)
     buffer = None
     if training and shuffle:
         default = len(examples) if in_memory else min(len(examples), STREAM_SHUFFLE_BUFFER)
@@ -74,7 +101,7 @@ def choose(
                 f"split of it (this split is {'in memory' if in_memory else f'{files} file(s)'}"
                 "); use 'data' or 'auto'",
             )
-    return PipelineChoice(cached, buffer, policy)
+    return PipelineChoice(cached, buffer, policy, estimate)
 
 
 def make_dataset(
@@ -168,5 +195,12 @@ def pipeline_record(splits: Any, data: Any) -> dict[str, Any]:
                 shuffle_buffer=data.shuffle_buffer, cache=data.cache,
                 cache_file=Path("cache") / name, shard_policy=data.shard_policy,
             )
+            if data.cache == "memory" and (choice.cache_estimate or 0) > budget():
+                warnings.warn(ConfigWarning(ConfigIssue(("data", "cache"), (
+                    f"the {name} split is read as a stream and its memory cache would take "
+                    f"about {gigabytes(choice.cache_estimate)}, more than an eighth of this "
+                    f"machine's memory ({gigabytes(budget() * 8)}): it may run out of memory "
+                    "during epoch 1. 'true' caches only what fits, 'file' caches on disk, "
+                    "'false' reads the files each epoch"), severity="warning")), stacklevel=2)
             out[name] = choice.record()
     return out

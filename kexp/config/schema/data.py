@@ -332,7 +332,8 @@ class DataSection(Section):
         "for sources read by tf.data).",
     )
     cache: Union[bool, Literal["memory", "file"]] = Field(
-        True, description="Cache decoded examples after epoch 1: true/memory, file (in the run "
+        True, description="Cache a stream's decoded examples after epoch 1: true (in memory "
+        "when they fit in an eighth of memory, else not at all), memory, file (in the run "
         "directory) or false.",
     )
     prefetch: bool = Field(True, description="Prefetch batches with tf.data AUTOTUNE.")

@@ -19,7 +19,6 @@ values.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,9 +27,11 @@ import numpy as np
 
 from kexp.config.schema import CsvSource
 from kexp.data.arrays import Arrays
+from kexp.data.memory import budget
 from kexp.errors import ConfigError, KeyPath, format_path, nearest
 
-#: Largest file loaded whole when ``stream`` is not set; RAM/8 when that is smaller.
+#: Largest file loaded whole when ``stream`` is not set; an eighth of the machine's memory
+#: (:func:`kexp.data.memory.budget`) when that is smaller.
 STREAM_ABOVE_BYTES = 1 << 30
 
 
@@ -218,14 +219,12 @@ def load_csv(spec: CsvSource, path: KeyPath, context: Any = None) -> Any:
     return _load_whole(plan, known)
 
 
-def _should_stream(spec: CsvSource, file: Path) -> bool:
+def _should_stream(spec: CsvSource, file: Path, memory: int | None = None) -> bool:
+    """``stream`` when the config sets it; otherwise stream a file larger than 1 GiB or than
+    an eighth of ``memory`` (default: this machine's), whichever is smaller."""
     if spec.stream is not None:
         return spec.stream
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 8 * STREAM_ABOVE_BYTES
-    return file.stat().st_size > min(STREAM_ABOVE_BYTES, memory // 8)
+    return file.stat().st_size > min(STREAM_ABOVE_BYTES, budget(memory))
 
 
 def _load_whole(plan: Plan, known: list[str] | None) -> Arrays:
