@@ -56,6 +56,10 @@ def wall(argv: list[str], runs: int, expect: int) -> tuple[list[float], list[flo
     return walls, cpus
 
 
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -80,6 +84,7 @@ def main() -> None:
         cases.append(("kexp validate <good config>", [py, "-m", "kexp", "validate", str(GOOD)],
                       0, None))
 
+    load_before = _load()
     medians: dict[str, float] = {}
     rows = []
     for label, argv, expect, target in cases:
@@ -87,8 +92,9 @@ def main() -> None:
         medians[label] = statistics.median(walls)
         rows.append((label, medians[label], min(walls), statistics.median(cpus), target))
     tf = medians["python -c 'import tensorflow'"]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.runs} runs each; seconds; load average {load:.2f} on {os.cpu_count()} CPUs")
+    # the 1-minute load average lags: both ends say more than one reading
+    print(f"{args.runs} runs each; seconds; load average {load_before:.2f} before, "
+          f"{_load():.2f} after, on {os.cpu_count()} CPUs")
     print(f"{'command':34} {'wall med':>9} {'wall min':>9} {'cpu med':>8} {'/ import tf':>12}"
           "  target (wall)")
     for label, median, fastest, cpu, target in rows:
