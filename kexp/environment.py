@@ -2,8 +2,12 @@
 
 A training result is only reproducible if we know what produced it: the
 Python interpreter, the framework versions (TensorFlow, Keras, NumPy, ...),
-how TensorFlow was built (CPU-only vs. CUDA/cuDNN), and which devices it could
-see.  :func:`collect` gathers all of that into a plain, JSON-serialisable
+how TensorFlow was built (CPU-only vs. CUDA/cuDNN), which devices it could
+see, and the process settings that change numerical results without changing
+any version (:func:`numerics`: ``TF_ENABLE_ONEDNN_OPTS`` and the other
+``TF_*``/``OMP_*``/``KMP_*``/``MKL_*`` variables, ``CUDA_VISIBLE_DEVICES``,
+``XLA_FLAGS``, ``PYTHONHASHSEED``, TensorFlow's thread pools, op determinism).
+:func:`collect` gathers all of that into a plain, JSON-serialisable
 ``dict`` that ``kexp`` writes into every run's ``manifest.json``;
 ``kexp env-report`` shows it with :func:`render`, and ``kexp reproduce`` uses
 :func:`diff` to explain why a re-run may not match the original.
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from rich.console import Console
 
-__all__ = ["collect", "render", "diff", "FRAMEWORK_PACKAGES", "DEFAULT_IGNORE"]
+__all__ = ["collect", "numerics", "render", "diff", "FRAMEWORK_PACKAGES", "DEFAULT_IGNORE"]
 
 #: Keys of ``record["versions"]`` mapped to their distribution names.  These are
 #: the packages whose versions most often change numerical results.
@@ -62,6 +66,17 @@ FRAMEWORK_PACKAGES: dict[str, str] = {
 #: Dotted key paths that :func:`diff` skips by default: they differ on every
 #: run and say nothing about reproducibility.
 DEFAULT_IGNORE: tuple[str, ...] = ("collected_at",)
+
+#: Environment variables recorded by :func:`numerics`: by prefix, and by exact name.
+NUMERICS_ENV_PREFIXES: tuple[str, ...] = ("TF_", "OMP_", "KMP_", "MKL_")
+NUMERICS_ENV_NAMES: tuple[str, ...] = ("CUDA_VISIBLE_DEVICES", "XLA_FLAGS", "PYTHONHASHSEED")
+#: ``TF_*`` names left out: TensorFlow's log verbosity (no effect on numbers; kexp sets
+#: ``TF_CPP_MIN_LOG_LEVEL`` itself), and Terraform's ``TF_VAR_*``/``TF_TOKEN_*``/``TF_CLI_*``,
+#: which share the prefix and may hold secrets.
+_NOT_NUMERICS = re.compile(r"^TF_(CPP_(MIN_LOG_LEVEL|MAX_VLOG_LEVEL|MIN_VLOG_LEVEL|VMODULE)$"
+                           r"|VAR_|TOKEN_|CLI_)")
+#: A recorded variable whose name says it holds a secret is kept, its value is not.
+_SECRET = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 _GIB = 1024**3
 _NVIDIA_SMI_TIMEOUT_S = 10
@@ -86,10 +101,11 @@ def collect(include_packages: bool = True) -> dict[str, Any]:
 
     Returns:
         A dict with keys ``python``, ``os``, ``cpu``, ``memory``,
-        ``versions``, ``tensorflow_build``, ``devices``, ``collected_at`` and
-        (if requested) ``packages``.  ``tensorflow_build`` is ``None`` and the
-        device lists are empty when TensorFlow cannot be imported, so the
-        record is still useful for diagnosing a broken install.
+        ``versions``, ``tensorflow_build``, ``devices``, ``numerics``,
+        ``collected_at`` and (if requested) ``packages``.
+        ``tensorflow_build`` is ``None`` and the device lists are empty when
+        TensorFlow cannot be imported, so the record is still useful for
+        diagnosing a broken install.
     """
     record: dict[str, Any] = {
         "python": _python_info(),
@@ -103,9 +119,46 @@ def collect(include_packages: bool = True) -> dict[str, Any]:
     record["devices"] = (
         _devices(tf) if tf is not None else {"cpus": [], "gpus": [], "tpus": []}
     )
+    record["numerics"] = numerics(tf)
     if include_packages:
         record["packages"] = _installed_packages()
     record["collected_at"] = datetime.now(timezone.utc).isoformat()
+    return record
+
+
+def numerics(tf: Any = None) -> dict[str, Any]:
+    """This process's settings that change numerical results with the same software.
+
+    ``env``: the environment variables TensorFlow, OpenMP, MKL and oneDNN read (e.g.
+    ``TF_ENABLE_ONEDNN_OPTS=0`` changes float results on CPU), by name with their values.
+    ``intra_op_threads`` / ``inter_op_threads``: TensorFlow's thread pools (0: its default,
+    one per core), which change the order of floating-point reductions.
+    ``op_determinism``: whether TensorFlow's op determinism is on now (kexp turns it on for
+    ``deterministic: true``; a run records it after seeding, so this is the run's setting).
+    The last three are None when TensorFlow is not available.
+    """
+    env = {}
+    for name in sorted(os.environ):
+        if (name.startswith(NUMERICS_ENV_PREFIXES) and not _NOT_NUMERICS.match(name)) or (
+            name in NUMERICS_ENV_NAMES
+        ):
+            env[name] = "<redacted>" if _SECRET.search(name) else os.environ[name]
+    record: dict[str, Any] = {"env": env, "intra_op_threads": None, "inter_op_threads": None,
+                              "op_determinism": None}
+    tf = tf if tf is not None else _import_tensorflow()
+    if tf is None:
+        return record
+    try:
+        record["intra_op_threads"] = int(tf.config.threading.get_intra_op_parallelism_threads())
+        record["inter_op_threads"] = int(tf.config.threading.get_inter_op_parallelism_threads())
+    except Exception:
+        pass
+    try:  # not exported under tf.config in TF 2.21 (only enable_op_determinism is)
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+
+        record["op_determinism"] = bool(is_op_determinism_enabled())
+    except Exception:
+        pass
     return record
 
 
@@ -466,6 +519,27 @@ def render(record: Mapping[str, Any], console: Console) -> None:
     if rows == 0:
         device_table.add_row("-", "no devices reported", "-", "-", "-")
     console.print(device_table)
+
+    numbers = record.get("numerics")
+    settings = Table(title="Settings that change numerics", show_header=False)
+    settings.add_column("Setting", style="bold")
+    settings.add_column("Value", overflow="fold")
+    if numbers:
+        for name, value in (numbers.get("env") or {}).items():
+            settings.add_row(name, _fmt(value))
+        if not numbers.get("env"):
+            settings.add_row("environment", "no TF_*, OMP_*, KMP_*, MKL_*, CUDA_VISIBLE_DEVICES, "
+                             "XLA_FLAGS or PYTHONHASHSEED set")
+        for key, label in (("intra_op_threads", "TF intra-op threads"),
+                           ("inter_op_threads", "TF inter-op threads")):
+            value = numbers.get(key)
+            settings.add_row(label, f"{value} (TensorFlow's default)" if value == 0 else _fmt(value))
+        determinism = numbers.get("op_determinism")
+        settings.add_row("TF op determinism (this process)", _fmt(
+            None if determinism is None else ("on" if determinism else "off")))
+    else:
+        settings.add_row("Settings", "not recorded")
+    console.print(settings)
 
     if record.get("hardware"):  # added by `kexp env-report`: what each strategy would see
         from kexp.hardware.report import render_hardware  # noqa: PLC0415 - imports TF

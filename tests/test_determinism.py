@@ -31,6 +31,10 @@ def test_two_deterministic_runs_have_bit_identical_weights(tmp_path: Path) -> No
     first, second = _train(config), _train(config)
     assert first.directory != second.directory
     a, b = manifest(first.directory), manifest(second.directory)
+    # op determinism really was on in the process that trained (CPU runs here would be
+    # bit-identical even without it, so equal weights alone would not show it)
+    assert a["environment"]["numerics"]["op_determinism"] is True
+    assert b["environment"]["numerics"]["op_determinism"] is True
     assert len(a["weights_sha256"]) == 64
     assert a["weights_sha256"] == b["weights_sha256"]
     # the recorded hash is the hash of the saved model, and the weights really are equal
@@ -39,6 +43,19 @@ def test_two_deterministic_runs_have_bit_identical_weights(tmp_path: Path) -> No
         assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
     assert history(first.directory) == history(second.directory)
     assert a["final_metrics"] == b["final_metrics"] and a["test_metrics"] == b["test_metrics"]
+
+
+def test_deterministic_false_turns_op_determinism_off_again(tmp_path: Path) -> None:
+    # op determinism is process-wide: a run after a deterministic one (a notebook, a test
+    # session) must train as its own config says
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    from kexp.tf import tf
+
+    tf.config.experimental.enable_op_determinism()
+    run = _train(iris(tmp_path, deterministic=False, train={"epochs": 1}))
+    assert manifest(run.directory)["environment"]["numerics"]["op_determinism"] is False
+    assert not is_op_determinism_enabled()
 
 
 def test_a_seed_not_given_is_drawn_used_and_saved(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ def test_top_level_keys(record: dict[str, Any]) -> None:
         "versions",
         "tensorflow_build",
         "devices",
+        "numerics",
         "packages",
         "collected_at",
     }
@@ -132,6 +133,41 @@ def test_devices(record: dict[str, Any]) -> None:
         assert set(gpu) == {"name", "device_type", "details", "memory_total_bytes"}
         assert set(gpu["details"]) == {"device_name", "compute_capability"}
     assert isinstance(devices["tpus"], list)
+
+
+def test_numerics_settings_are_recorded_and_diffed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what changes float results with the same versions: a reproduce mismatch must be able
+    # to name it (TF_ENABLE_ONEDNN_OPTS changes CPU results; threads change reduction order)
+    import tensorflow as tf
+
+    for name in list(os.environ):
+        if name.startswith(("TF_", "OMP_", "KMP_", "MKL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    monkeypatch.setenv("TF_TOKEN_app_terraform_io", "s3cret")  # Terraform's, not TensorFlow's
+    monkeypatch.setenv("TF_VAR_password", "s3cret")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # log verbosity only
+    monkeypatch.setenv("MKL_AUTH_KEY", "s3cret")
+    before = environment.collect(include_packages=False)
+    numbers = before["numerics"]
+    assert numbers["env"] == {"MKL_AUTH_KEY": "<redacted>", "OMP_NUM_THREADS": "2",
+                              "PYTHONHASHSEED": "0"}
+    assert numbers["intra_op_threads"] == tf.config.threading.get_intra_op_parallelism_threads()
+    assert numbers["inter_op_threads"] == tf.config.threading.get_inter_op_parallelism_threads()
+    assert isinstance(numbers["op_determinism"], bool)
+    assert "s3cret" not in json.dumps(before)
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    after = environment.collect(include_packages=False)
+    assert environment.diff(before, after, ignore=("collected_at", "memory")) == [
+        ("numerics.env.TF_ENABLE_ONEDNN_OPTS", None, "0")]
+
+    console = Console(record=True, width=120)
+    environment.render(after, console)
+    text = console.export_text()
+    assert "Settings that change numerics" in text and "TF_ENABLE_ONEDNN_OPTS" in text
+    assert "TF op determinism" in text
 
 
 def test_tpu_listing_never_raises() -> None:
