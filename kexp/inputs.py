@@ -71,7 +71,8 @@ def source_for_file(
         if cols is None and not labels:
             # a file for prediction may still carry the label column: leave it out
             header, _ = read_table(path, delimiter, ("input",))
-            dropped = {chosen_label} if isinstance(chosen_label, str) else set(chosen_label or [])
+            dropped = ({chosen_label} if isinstance(chosen_label, str) else set(
+                chosen_label.values() if isinstance(chosen_label, dict) else chosen_label or []))
             cols = [h for h in header if h not in dropped]
         if run_csv is not None:  # same types, missing values, header as in training
             return run_csv.model_copy(update={

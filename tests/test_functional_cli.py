@@ -205,3 +205,83 @@ def test_a_model_file_that_cannot_be_written_costs_only_that_file(tmp_path: Path
         "model.h5": "ValueError: Unable to synchronously create dataset (name already exists)"}
     assert manifest["test_metrics"] and manifest["weights_sha256"]
     assert json.loads((run / "evaluation.json").read_text())["metrics"]["digit_accuracy"] >= 0
+
+
+CSV_TWO_OUTPUTS = f"""
+name: csv-two-outputs
+seed: 2
+data:
+  train: {{source: csv, path: {DATA / 'breast_cancer_train.csv'},
+          label: {{malignant: malignant, size: worst_radius}}}}
+  validation: {{split: 0.2}}
+  test: {{source: csv, path: {DATA / 'breast_cancer_test.csv'},
+         label: {{malignant: malignant, size: worst_radius}}}}
+  batch_size: 32
+model:
+  functional:
+    inputs: {{x: {{shape: [29]}}}}
+    graph:
+      - {{name: scaled, layer: {{Rescaling: {{scale: 0.001}}}}, inputs: x}}
+      - {{name: h, layer: {{Dense: {{units: 16, activation: relu}}}}, inputs: scaled}}
+      - {{name: malignant, layer: {{Dense: {{units: 1, activation: sigmoid}}}}, inputs: h}}
+      - {{name: size, layer: {{Dense: {{units: 1}}}}, inputs: h}}
+    outputs: [malignant, size]
+compile:
+  loss: {{malignant: binary_crossentropy, size: mse}}
+  metrics: {{malignant: [accuracy]}}
+train: {{epochs: 1}}
+callbacks: []
+"""
+
+
+def test_csv_labels_keyed_by_output_train_evaluate_and_predict(tmp_path: Path) -> None:
+    """label: {output: column}: one label array per output, all the way to predictions (the
+    label columns, not the output names, are left out of the features of a file to predict)."""
+    config = tmp_path / "csv.yaml"
+    config.write_text(CSV_TWO_OUTPUTS)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(config), "--output-root", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path / "runs")
+    metrics = json.loads((run / "evaluation.json").read_text())["metrics"]
+    assert {"malignant_loss", "malignant_accuracy", "size_loss"} <= set(metrics)
+    with (run / "history.csv").open() as handle:
+        assert "val_size_loss" in next(csv.reader(handle))
+    predictions = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", str(run), "--input", str(DATA / "breast_cancer_test.csv"),
+                                 "--output", str(predictions)])
+    assert result.exit_code == 0, result.output
+    with predictions.open() as handle:
+        rows = list(csv.DictReader(handle))
+    with (DATA / "breast_cancer_test.csv").open() as handle:
+        assert len(rows) == len(list(csv.DictReader(handle)))
+    assert set(rows[0]) == {"malignant_probability", "malignant_predicted_label", "size_prediction"}
+
+
+def test_csv_features_and_labels_keyed_by_name_read_alike_in_memory_and_streamed() -> None:
+    """features: {input: [columns]} is one matrix per input; both readings give equal arrays."""
+    from kexp.config.schema import CsvSource
+    from kexp.data.sources.csv import load_csv
+    from kexp.errors import ConfigError
+
+    spec = CsvSource(source="csv", path=str(DATA / "breast_cancer_test.csv"),
+                     features={"mean": ["mean_radius", "mean_area", "mean_texture"],
+                               "worst": ["worst_area", "worst_texture"]},
+                     label={"malignant": "malignant", "size": "worst_radius"})
+    whole = load_csv(spec.model_copy(update={"stream": False}), ("data", "test"))
+    assert whole.x["mean"].shape == (len(whole), 3) and whole.x["worst"].shape == (len(whole), 2)
+    assert whole.y["malignant"].dtype == np.int64 and whole.y["size"].dtype == np.float32
+    streamed = load_csv(spec.model_copy(update={"stream": True}), ("data", "test"))
+    examples = list(streamed.dataset().as_numpy_iterator())
+    assert len(examples) == len(whole)
+    for i in (0, 57, len(whole) - 1):
+        x, y = examples[i]
+        for name in ("mean", "worst"):
+            assert np.array_equal(x[name], whole.x[name][i])
+        for name in ("malignant", "size"):
+            assert y[name] == whole.y[name][i] and y[name].dtype == whole.y[name].dtype
+    typed = spec.model_copy(update={"column_types": {"mean_area": "integer"}})
+    with pytest.raises(ConfigError) as caught:
+        load_csv(typed, ("data", "test"))
+    assert caught.value.issues[0].path == ("data", "test", "features", "mean", 1)
+    assert "must be numeric" in caught.value.issues[0].message

@@ -293,3 +293,42 @@ def test_exactly_one_kind_of_model(tmp_path: Path, model: str, gist: str) -> Non
                     f"{model.replace('FUNC', func)}\ncompile: {{loss: mse}}\n")
     code, text = validate(path)
     assert code == 2 and gist in text and f"{path}:4: model: " in text, text
+
+
+CSV_MODEL = f"""\
+name: csv-keys
+data:
+  train: {{source: csv, path: {DATA / 'breast_cancer_train.csv'}, KEYS}}
+model:
+  functional:
+    inputs: {{mean: {{shape: [2]}}, worst: {{shape: [2]}}}}
+    graph:
+      - {{name: j, layer: Concatenate, inputs: [mean, worst]}}
+      - {{name: malignant, layer: {{Dense: {{units: 1, activation: sigmoid}}}}, inputs: j}}
+      - {{name: size, layer: {{Dense: {{units: 1}}}}, inputs: j}}
+    outputs: [malignant, size]
+compile:
+  loss: {{malignant: binary_crossentropy, size: mse}}
+"""
+CSV_FEATURES = "features: {mean: [mean_radius, mean_area], worst: [worst_area, worst_texture]}"
+
+
+@pytest.mark.parametrize("keys, key, gists", [
+    (f"{CSV_FEATURES}, label: malignant", "data.train.label",
+     ["the model has 2 outputs (malignant, size)", "give label as a mapping {output name: column}"]),
+    ("label: {malignant: malignant, size: worst_radius}", "data.train.features",
+     ["the model has 2 inputs (mean, worst)", "give features as a mapping {input name: [columns]}"]),
+    (f"{CSV_FEATURES}, label: {{malignat: malignant, size: worst_radius}}",
+     "data.train.label.malignat", ["the model has no output 'malignat'", "did you mean 'malignant'"]),
+])
+def test_csv_columns_of_a_multi_input_output_model_are_keyed_by_name(
+        tmp_path: Path, keys: str, key: str, gists: list[str]) -> None:
+    """Reported before any data is read, at the key; not as a loss that does not fit."""
+    path = tmp_path / "csv.yaml"
+    path.write_text(CSV_MODEL.replace("KEYS", keys))
+    text = assert_reported(path, key, "train:", *gists)
+    assert "compile.loss" not in text
+    path.write_text(CSV_MODEL.replace(
+        "KEYS", f"{CSV_FEATURES}, label: {{malignant: malignant, size: worst_radius}}"))
+    code, text = validate(path)
+    assert code == 0, text

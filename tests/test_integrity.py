@@ -271,41 +271,6 @@ def test_preflight_checks_the_root_given_on_the_command_line(tmp_path: Path) -> 
     assert done.exit_code == 2 and "--output-root" in done.output and "is a file" in done.output
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_preflight_reports_a_bad_output_root_option_with_missing_data(tmp_path: Path) -> None:
-    # every problem at once, the --output-root one included, in plain words
-    config = iris(tmp_path)
-    data = yaml.safe_load(config.read_text())
-    data["data"]["train"]["path"] = str(tmp_path / "missing.csv")
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    done = _cli(["train", config, "--output-root", "/proc/kexp"])
-    assert done.exit_code == 2, done.output
-    text = " ".join(done.output.split())
-    assert "2 problems" in text and "Traceback" not in text
-    assert f"data.train.path: no such file or folder: {tmp_path / 'missing.csv'}" in text
-    assert ("output.root: --output-root /proc/kexp: cannot write runs there: /proc/kexp does "
-            "not exist and cannot be created: no folder can be created in /proc (a special "
-            "file system that does not hold new files)") in text
-
-
-def test_preflight_says_plainly_why_a_folder_is_not_writable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import errno
-
-    import kexp.preflight as preflight
-
-    def refuse(**kwargs: Any) -> Any:
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(preflight.tempfile, "mkstemp", refuse)
-    assert preflight._output_problem(tmp_path) == (
-        f"{tmp_path} is not writable: no file can be created in it (a read-only file system)")
-    assert preflight._output_problem(tmp_path / "runs" / "x") == (
-        f"{tmp_path / 'runs' / 'x'} does not exist and cannot be created: no folder can be "
-        f"created in {tmp_path} (a read-only file system)")
-
-
 def test_preflight_checks_free_space_for_this_models_artifacts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

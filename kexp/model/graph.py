@@ -433,22 +433,30 @@ def check_data_keys(
 ) -> list[ConfigIssue]:
     """Features keyed by input name and labels keyed by output name, in every split.
 
-    Only sources that key arrays by name (``x:``/``y:`` of npz and npy) are checked here;
-    the others are checked on real examples before training.
+    Only sources that key their data by name (``x:``/``y:`` of npz and npy, ``features:``/
+    ``label:`` of csv) are checked here, before any data is read; the others are checked on
+    real examples before training.
     """
     issues = []
     for split in ("train", "validation", "test"):
         source = getattr(data, split, None)
-        for role, names, what in (("x", inputs, "input"), ("y", outputs, "output")):
+        csv = getattr(source, "source", None) == "csv"
+        roles = ((("features", inputs, "input", "[columns]"), ("label", outputs, "output", "column"))
+                 if csv else (("x", inputs, "input", "key"), ("y", outputs, "output", "key")))
+        for role, names, what, item in roles:
             value = getattr(source, role, None)
-            if value is None:
-                continue
             at: KeyPath = ("data", split, role)
             shown = ", ".join(names)
+            if value is None:
+                if csv and role == "features" and len(names) > 1:  # "every other column"
+                    issues.append(_error(at, f"the model has {len(names)} inputs ({shown}): "
+                                         "give features as a mapping {input name: [columns]}"))
+                continue
             if isinstance(value, dict):
                 if len(names) == 1:
                     issues.append(_error(at, f"the model has one {what} ('{names[0]}'): give "
-                                         f"{role} as a single key, not a mapping"))
+                                         f"{role} as a single {'list' if item == '[columns]' else item}, "
+                                         "not a mapping"))
                     continue
                 for key in value:
                     if key not in names:
@@ -456,9 +464,10 @@ def check_data_keys(
                                              f"(its {what}s: {shown})", suggestion=nearest(key, names)))
                 missing = [n for n in names if n not in value]
                 if missing:
-                    issues.append(_error(at, f"no array for the model's {what}(s) "
-                                         f"{', '.join(missing)} (its {what}s: {shown})"))
+                    issues.append(_error(at, f"no {'columns' if csv else 'array'} for the "
+                                         f"model's {what}(s) {', '.join(missing)} "
+                                         f"(its {what}s: {shown})"))
             elif len(names) > 1:
                 issues.append(_error(at, f"the model has {len(names)} {what}s ({shown}): give "
-                                     f"{role} as a mapping {{{what} name: key}}"))
+                                     f"{role} as a mapping {{{what} name: {item}}}"))
     return issues

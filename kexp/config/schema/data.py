@@ -80,11 +80,13 @@ class CsvSource(SourceBase):
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
     source: Literal["csv"]
     path: str = Field(description="The .csv file, relative to the config file.")
-    label: Optional[Union[str, list[str]]] = Field(
-        None, description="Label column, or several columns for a multi-target regression."
+    label: Optional[Union[str, list[str], dict[str, str]]] = Field(
+        None, description="Label column, or several columns for a multi-target regression, or "
+        "{output name: column} for a multi-output model."
     )
-    features: Optional[list[str]] = Field(
-        None, description="Feature columns; default: every column except the label(s)."
+    features: Optional[Union[list[str], dict[str, list[str]]]] = Field(
+        None, description="Feature columns (default: every column except the label(s)), or "
+        "{input name: [columns]} for a multi-input model (one matrix per input)."
     )
     column_types: dict[str, ColumnType] = Field(
         default_factory=dict,

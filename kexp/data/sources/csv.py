@@ -10,6 +10,10 @@ shape ``(1,)``, to be encoded by ``data.preprocessing.columns`` (StringLookup, .
 label column is turned into class ids in the sorted order of the training file's values, and
 the names are recorded in the run so ``kexp predict`` reports them.
 
+A model with several inputs or outputs takes its columns by name, as npz takes its arrays:
+``features: {pixels: [...], stats: [...]}`` makes one matrix per input (numeric columns),
+``label: {digit: label, parity: odd}`` one label array per output (numeric columns).
+
 A cell listed in ``na_values`` is missing: it takes the column's ``fill`` value, or is an
 error naming the line and column. Files too large for memory are streamed with tf.data (see
 :mod:`kexp.data.sources.csv_stream`) after one validating pass; both readings give the same
@@ -46,6 +50,10 @@ class Plan:
     features: list[str]
     labels: list[str]
     types: dict[str, str] = field(default_factory=dict)
+    #: ``features: {input name: [columns]}``: one matrix per model input; else None.
+    inputs: dict[str, list[str]] | None = None
+    #: ``label: {output name: column}``: one label array per model output; else None.
+    outputs: dict[str, str] | None = None
 
     def index(self, name: str) -> int:
         return self.columns.index(name)
@@ -53,11 +61,11 @@ class Plan:
     @property
     def dict_features(self) -> bool:
         """Features of mixed types are kept apart, keyed by column name."""
-        return any(self.types[c] != "numeric" for c in self.features)
+        return self.inputs is None and any(self.types[c] != "numeric" for c in self.features)
 
     @property
     def string_label(self) -> bool:
-        return len(self.labels) == 1 and self.types[self.labels[0]] == "string"
+        return self.outputs is None and len(self.labels) == 1 and self.types[self.labels[0]] == "string"
 
 
 def _rows(handle: Any, spec: CsvSource) -> Iterator[tuple[int, list[str]]]:
@@ -115,14 +123,16 @@ def make_plan(spec: CsvSource, at: KeyPath) -> Plan:
                 f"names {len(spec.column_names)} columns, {file.name} has {len(columns)}",
             )
         columns = list(spec.column_names)
-    labels = [spec.label] if isinstance(spec.label, str) else list(spec.label or [])
-    for i, name in enumerate(labels):
-        _check_name(name, columns, at + (("label",) if isinstance(spec.label, str) else ("label", i)), file)
-    features = list(spec.features) if spec.features is not None else [
+    named_labels = _named(spec.label, "label")
+    labels = [name for _, name in named_labels]
+    for where, name in named_labels:
+        _check_name(name, columns, at + where, file)
+    named_features = _named(spec.features, "features")
+    features = list(dict.fromkeys(name for _, name in named_features)) if named_features else [
         c for c in columns if c not in labels
     ]
-    for i, name in enumerate(features):
-        _check_name(name, columns, at + ("features", i), file)
+    for where, name in named_features:
+        _check_name(name, columns, at + where, file)
     if not features:
         raise ConfigError.single(at + ("features",), "no feature columns left")
     for key in ("column_types", "fill"):
@@ -131,7 +141,31 @@ def make_plan(spec: CsvSource, at: KeyPath) -> Plan:
     types = {c: spec.column_types.get(c, "numeric") for c in (*features, *labels)}
     if len(labels) > 1 and any(types[c] == "string" for c in labels):
         raise ConfigError.single(at + ("label",), "several label columns must all be numeric")
-    return Plan(spec, at, file, columns, features, labels, types)
+    # a column keyed by input/output name is one of several: each input is one matrix, and
+    # class names are kept for a single string label only
+    for where, name in (named_features if isinstance(spec.features, dict) else []) + (
+            named_labels if isinstance(spec.label, dict) else []):
+        if types[name] != "numeric":
+            raise ConfigError.single(
+                at + where, f"column '{name}' is {types[name]}; columns keyed by input or "
+                "output name must be numeric (integer ids and class names need a single input "
+                "or label)")
+    inputs = {k: list(v) for k, v in spec.features.items()} if isinstance(spec.features, dict) else None
+    outputs = dict(spec.label) if isinstance(spec.label, dict) else None
+    return Plan(spec, at, file, columns, features, labels, types, inputs, outputs)
+
+
+def _named(value: Any, key: str) -> list[tuple[KeyPath, str]]:
+    """``(key path, column)`` of each column ``label:``/``features:`` names, in order."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [((key,), value)]
+    if isinstance(value, dict):
+        return [((key, name) if isinstance(cols, str) else (key, name, i), col)
+                for name, cols in value.items()
+                for i, col in enumerate([cols] if isinstance(cols, str) else cols)]
+    return [((key, i), col) for i, col in enumerate(value)]
 
 
 class CellReader:
@@ -249,26 +283,36 @@ def _column(values: list[Any], kind: str, dtype: str = "float32") -> np.ndarray:
     return np.asarray(values, dtype=np.float64).astype(dtype)
 
 
+def _label(values: list[Any], kind: str) -> np.ndarray:
+    """One label column: whole numbers as int64 (class ids), other numbers float32."""
+    y = _column(values, kind)
+    if kind == "numeric" and np.all(y == np.round(y)):
+        y = y.astype("int64")
+    return y
+
+
 def to_arrays(plan: Plan, values: dict[str, list[Any]], known: list[str] | None) -> Arrays:
     """The columns read, arranged as the model takes them (matrix or dict, label ids)."""
     spec = plan.spec
-    if plan.dict_features:
-        x: Any = {
+    if plan.inputs is not None:
+        x: Any = {name: np.stack([_column(values[c], "numeric", spec.dtype) for c in cols], axis=1)
+                  for name, cols in plan.inputs.items()}
+    elif plan.dict_features:
+        x = {
             c: _column(values[c], plan.types[c], spec.dtype).reshape(-1, 1) for c in plan.features
         }
     else:
         x = np.stack([_column(values[c], "numeric", spec.dtype) for c in plan.features], axis=1)
     y = None
     class_names = None
-    if plan.string_label:
+    if plan.outputs is not None:
+        y = {name: _label(values[c], plan.types[c]) for name, c in plan.outputs.items()}
+    elif plan.string_label:
         class_names = label_vocabulary(values[plan.labels[0]], plan, known)
         ids = {name: i for i, name in enumerate(class_names)}
         y = np.asarray([ids[v] for v in values[plan.labels[0]]], dtype=np.int64)
     elif len(plan.labels) == 1:
-        kind = plan.types[plan.labels[0]]
-        y = _column(values[plan.labels[0]], kind)
-        if kind == "numeric" and np.all(y == np.round(y)):
-            y = y.astype("int64")
+        y = _label(values[plan.labels[0]], plan.types[plan.labels[0]])
     elif plan.labels:
         y = np.stack([_column(values[c], "numeric") for c in plan.labels], axis=1)
     return Arrays(x, y, [str(plan.file)], class_names).check(plan.at)

@@ -18,25 +18,23 @@ from kexp.errors import ConfigError
 from kexp.tf import tf
 
 
-def _scan(plan: Plan) -> tuple[int, list[str], bool]:
-    """Rows, string label values seen, and whether a numeric label is whole numbers."""
+def _scan(plan: Plan) -> tuple[int, list[str], dict[str, bool]]:
+    """Rows, string label values seen, and which numeric label columns are whole numbers."""
     reader = CellReader(plan)
     wanted = list(dict.fromkeys((*plan.features, *plan.labels)))
     where = {c: plan.index(c) for c in wanted}
     rows = 0
     labels: set[str] = set()
-    whole = True
-    label = plan.labels[0] if len(plan.labels) == 1 else None
+    whole = {c: True for c in plan.labels if plan.types[c] == "numeric"}
     with plan.file.open(newline="", encoding="utf-8") as handle:
         for line, row in _rows_checked(plan, handle):
             rows += 1
             for c in wanted:
                 value = reader.value(row[where[c]], c, line)
-                if c == label:
-                    if plan.string_label:
-                        labels.add(value)
-                    elif whole and value != round(value):
-                        whole = False
+                if plan.string_label and c == plan.labels[0]:
+                    labels.add(value)
+                elif whole.get(c) and value != round(value):
+                    whole[c] = False
     if not rows:
         raise ConfigError.single(plan.at + ("path",), f"{plan.file.name} has no data rows")
     return rows, sorted(labels), whole
@@ -54,7 +52,6 @@ def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
     reader = CellReader(plan)
     fills = {c: reader.fill(c) for c in spec.fill if c in plan.types}
     vocabulary = tf.constant(class_names) if class_names else None
-    numeric_label_int = len(plan.labels) == 1 and plan.types[plan.labels[0]] == "numeric" and whole
 
     def cell(cells: tuple, column: str) -> Any:
         text = tf.strings.strip(cells[position[column]])
@@ -70,20 +67,29 @@ def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
     def _typed(value: Any, kind: str) -> Any:
         return tf.cast(value, spec.dtype) if kind == "numeric" else value
 
+    def label(cells: tuple, column: str) -> Any:  # as csv._label: whole numbers are int64
+        y = cell(cells, column)
+        if plan.types[column] != "numeric":
+            return y
+        return tf.cast(y, tf.int64 if whole[column] else tf.float32)
+
     def convert(*cells: Any) -> Any:
-        if plan.dict_features:
+        if plan.inputs is not None:
+            x = {name: tf.cast(tf.stack([cell(cells, c) for c in cols]), spec.dtype)
+                 for name, cols in plan.inputs.items()}
+        elif plan.dict_features:
             x = {c: tf.reshape(_typed(cell(cells, c), plan.types[c]), [1]) for c in plan.features}
         else:
             x = tf.cast(tf.stack([cell(cells, c) for c in plan.features]), spec.dtype)
         if not plan.labels:
             return x
-        if plan.string_label:
+        if plan.outputs is not None:
+            y = {name: label(cells, c) for name, c in plan.outputs.items()}
+        elif plan.string_label:
             text = cell(cells, plan.labels[0])
             y = tf.argmax(tf.cast(tf.equal(vocabulary, text), tf.int32), output_type=tf.int64)
         elif len(plan.labels) == 1:
-            y = cell(cells, plan.labels[0])
-            y = tf.cast(y, tf.int64) if numeric_label_int else (
-                tf.cast(y, tf.float32) if plan.types[plan.labels[0]] == "numeric" else y)
+            y = label(cells, plan.labels[0])
         else:
             y = tf.cast(tf.stack([cell(cells, c) for c in plan.labels]), tf.float32)
         return x, y
