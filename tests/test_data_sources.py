@@ -192,6 +192,28 @@ def test_image_dir_errors(tmp_path: Path) -> None:
     assert "data.train.path: folder not found" in error_of({**spec, "path": str(tmp_path / "no")})
 
 
+def test_a_truncated_image_is_a_config_error_before_training(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", per_class=2)
+    whole = (tmp_path / "imgs" / "cat" / "0.png").read_bytes()
+    truncated = tmp_path / "imgs" / "dog" / "1.png"
+    truncated.write_bytes(whole[:60])  # a PNG signature and header, then nothing
+    spec = {"source": "image_dir", "path": str(tmp_path / "imgs"), "image_size": [4, 4]}
+    message = error_of(spec)
+    assert f"data.train.path: unreadable image: {truncated} cannot be decoded (" in message
+    assert "replace or remove it" in message and "Op:" not in message
+
+    from kexp.inputs import read_input
+    from kexp.errors import UserError
+
+    config = type("Run", (), {"data": DataSection.model_validate({"train": spec})})()
+    with pytest.raises(UserError) as caught:  # kexp predict RUN --input that file
+        read_input(truncated, config, labels=False)
+    assert str(caught.value).startswith(f"1.png: unreadable image: {truncated} cannot be")
+    assert "kexp-image-" not in str(caught.value)  # not the temporary link it is read through
+    predicted = read_input(tmp_path / "imgs" / "cat" / "0.png", config, labels=False)
+    assert predicted.names == [str(tmp_path / "imgs" / "cat" / "0.png")]
+
+
 def test_text_dir_reads_one_folder_per_class(tmp_path: Path) -> None:
     for label, texts in {"neg": ["bad", "awful"], "pos": ["good", "great", "fine"]}.items():
         (tmp_path / "t" / label).mkdir(parents=True)

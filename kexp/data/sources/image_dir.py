@@ -8,13 +8,19 @@ Listing, labelling, decoding and resizing are ``keras.utils.image_dataset_from_d
 trained here sees images exactly as Keras' own loader gives them. Class names (sub-folder
 names, or ``class_names``) are recorded in the run so ``kexp predict`` reports them.
 
-Every file is checked to start like a PNG, JPEG, GIF or BMP before training: a file that is
-not an image is a config error naming it, not a decoding error in the middle of an epoch.
+Every file is decoded once before training, as Keras will decode it: a file that is not an
+image, or a truncated or corrupt one, is a config error naming it, not a TensorFlow error in
+the middle of an epoch after the run directory exists. The check is one parallel decoding
+pass over the folder, what one uncached epoch costs in decoding; measured on 2 busy CPU cores:
+0.3 s for the 1,438 8x8 digit PNGs of the training folder, 2.6 s for 2,000 256x256 JPEGs of
+59 KB (1.3 ms an image). Cheap next to training, but a folder of a million such images waits
+about 20 minutes before the first step, on every train, resume and evaluate.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +28,12 @@ from typing import Any
 from kexp.config.schema import ImageDirSource
 from kexp.data.stream import Stream
 from kexp.errors import ConfigError, KeyPath
-from kexp.tf import keras
+from kexp.tf import keras, tf
 
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+#: ``color_mode`` -> channels, as ``image_dataset_from_directory`` decodes.
+_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 
 
 def unreadable(files: list[str]) -> list[str]:
@@ -42,11 +51,75 @@ def unreadable(files: list[str]) -> list[str]:
     return bad
 
 
+def _decode(path: Any, channels: int) -> Any:
+    """Decode one image file exactly as Keras' loader does (before resizing)."""
+    return tf.image.decode_image(tf.io.read_file(path), channels=channels,
+                                 expand_animations=False)
+
+
+def undecodable(files: list[str], channels: int) -> list[tuple[str, str]]:
+    """``(file, why)`` for each file TF cannot decode as an image of ``channels`` channels.
+
+    One parallel pass decodes every file; the ones that fail are dropped by
+    ``ignore_errors`` and found by their missing index, then decoded once more, alone, for
+    TensorFlow's reason.
+    """
+    if not files:
+        return []
+
+    def decoded(index: Any, path: Any) -> Any:
+        return index + 0 * tf.cast(tf.size(_decode(path, channels)), tf.int64)
+
+    dataset = (tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), files))
+               .map(decoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors())
+    good = set(int(i) for i in dataset.as_numpy_iterator())
+    bad = []
+    for index in sorted(set(range(len(files))) - good):
+        try:
+            _decode(files[index], channels)
+            why = "cannot be decoded"
+        except (tf.errors.OpError, ValueError) as exc:
+            why = _op_message(getattr(exc, "message", str(exc)))
+        bad.append((files[index], why))
+    return bad
+
+
+def _op_message(text: str) -> str:
+    """TensorFlow's reason alone: ``Invalid PNG data, size 60``, without the op's name."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}", "", text.strip().splitlines()[0])
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip() or "cannot be decoded"
+
+
+def _check_images(files: list[str], shown: list[str], channels: int, at: KeyPath) -> None:
+    """A config error naming the first file (as the user knows it) that is no image."""
+    more = lambda n: f" (and {n - 1} more)" if n > 1 else ""  # noqa: E731
+    bad = unreadable(files)
+    if bad:
+        first = shown[files.index(bad[0])]
+        raise ConfigError.single(
+            at + ("path",),
+            f"unreadable image: {first}{more(len(bad))} is not a PNG, JPEG, GIF or BMP file",
+        )
+    broken = undecodable(files, channels)
+    if broken:
+        (file, why), = broken[:1]
+        raise ConfigError.single(
+            at + ("path",),
+            f"unreadable image: {shown[files.index(file)]}{more(len(broken))} cannot be "
+            f"decoded ({why}); replace or remove it",
+        )
+
+
 def image_stream(
     directory: Path, spec: ImageDirSource, at: KeyPath, *, labels: bool,
-    class_names: list[str] | None,
+    class_names: list[str] | None, shown: list[str] | None = None,
 ) -> Stream:
-    """A :class:`Stream` of the images under ``directory`` (labelled by sub-folder or not)."""
+    """A :class:`Stream` of the images under ``directory`` (labelled by sub-folder or not).
+
+    ``shown``: the name of each file for messages and predictions, when the user knows it
+    by another path (a single file linked into a temporary folder).
+    """
     if not directory.is_dir():
         raise ConfigError.single(at + ("path",), f"folder not found: {directory}")
     try:
@@ -68,16 +141,12 @@ def image_stream(
     except ValueError as exc:
         raise ConfigError.single(at + ("path",), f"{directory}: {exc}") from None
     files = list(dataset.file_paths)
-    bad = unreadable(files)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ConfigError.single(
-            at + ("path",), f"unreadable image: {bad[0]}{more} is not a PNG, JPEG, GIF or BMP file"
-        )
+    names = list(shown) if shown is not None and len(shown) == len(files) else files
+    _check_images(files, names, _CHANNELS[spec.color_mode], at)
     return Stream(
         lambda: dataset, len(files), labels, [str(directory)],
         list(dataset.class_names) if labels and dataset.class_names else None,
-        names=files,
+        names=names,
     )
 
 
@@ -95,8 +164,8 @@ def single_image(file: Path, spec: ImageDirSource) -> Stream:
     """
     folder = tempfile.TemporaryDirectory(prefix="kexp-image-")
     os.symlink(file.resolve(), Path(folder.name) / file.name)
-    stream = image_stream(Path(folder.name), spec, ("input",), labels=False, class_names=None)
+    stream = image_stream(Path(folder.name), spec, ("input",), labels=False, class_names=None,
+                          shown=[str(file)])
     stream.keepalive = folder  # type: ignore[attr-defined]  # removed when the stream goes
-    stream.names = [str(file)]
     stream.files = [str(file)]
     return stream
