@@ -83,6 +83,24 @@ class Manifest:
         seed: int,
         environment: dict[str, Any],
     ) -> "Manifest":
+        """A new run's manifest, status ``running``, saved."""
+        manifest = cls.new(run_dir, config=config, config_file=config_file, seed=seed,
+                           environment=environment)
+        manifest.save()
+        return manifest
+
+    @classmethod
+    def new(
+        cls,
+        run_dir: Path,
+        *,
+        config: dict[str, Any],
+        config_file: Path | None,
+        seed: int,
+        environment: dict[str, Any],
+    ) -> "Manifest":
+        """A new run's manifest, status ``running``, not yet saved: the training session
+        takes charge of its status (kexp.training.session) before it is written."""
         data = {
             "kexp_version": __version__,
             "run_dir": str(run_dir),
@@ -102,9 +120,7 @@ class Manifest:
             "error": None,
             "environment": environment,
         }
-        manifest = cls(run_dir / FILENAME, data)
-        manifest.save()
-        return manifest
+        return cls(run_dir / FILENAME, data)
 
     @classmethod
     def load(cls, run_dir: Path) -> "Manifest":

@@ -15,6 +15,7 @@ after its first epoch because the disk is full, wastes the hour. ``kexp train`` 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -74,8 +75,21 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+#: Why a folder refuses new files, in plain words, by errno.
+_WHY_NOT_WRITABLE = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "a read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    # an existing folder that answers "no such file" to a new one: a virtual file system
+    # such as /proc, which does not hold files at all
+    errno.ENOENT: "a special file system that does not hold new files",
+}
+
+
 def _output_problem(root: Path) -> str | None:
-    """Why runs cannot be written under ``root``, or None."""
+    """Why runs cannot be written under ``root``, or None; said in terms of ``root``."""
     existing = _existing_ancestor(root)
     if not existing.is_dir():
         return f"{existing} is a file, not a directory"
@@ -84,7 +98,11 @@ def _output_problem(root: Path) -> str | None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        return f"{existing} is not writable ({exc.strerror or exc})"
+        why = _WHY_NOT_WRITABLE.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+        if existing == root:
+            return f"{root} is not writable: no file can be created in it ({why})"
+        return (f"{root} does not exist and cannot be created: no folder can be created in "
+                f"{existing} ({why})")
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE:
         return f"{existing} has only {free / MIB:.1f} MiB free (at least {MIN_FREE // MIB} MiB needed)"
@@ -95,7 +113,8 @@ def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) 
     """Data files exist and the output root is writable (every problem reported at once).
 
     ``root`` None skips the output check (a resume writes into its existing run directory,
-    which :func:`check_run_dir` checks instead).
+    which :func:`check_run_dir` checks instead). A root given with ``--output-root`` is
+    reported as that option, among the config's problems when there are some.
     """
     config = loaded.config
     issues: list[ConfigIssue] = []
@@ -107,11 +126,13 @@ def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) 
         problem = _output_problem(Path(root).absolute())
         if problem is not None:
             if root_from_option:
-                if issues:
-                    raise ConfigError(issues)
-                raise UserError(f"--output-root {root}: cannot write runs there: {problem}")
-            issues.append(_located(loaded, ConfigIssue(
-                ("output", "root"), f"cannot write runs under {root}: {problem}")))
+                message = f"--output-root {root}: cannot write runs there: {problem}"
+                if not issues:
+                    raise UserError(message)
+                issues.append(ConfigIssue(("output", "root"), message))  # not in the YAML
+            else:
+                issues.append(_located(loaded, ConfigIssue(
+                    ("output", "root"), f"cannot write runs under {root}: {problem}")))
     if issues:
         raise ConfigError(issues)
 

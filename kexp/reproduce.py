@@ -10,10 +10,14 @@ a new run directory next to the original. Then the two are compared, exactly:
 * the fingerprints of the data files read,
 
 and the environment records of both manifests are diffed (:func:`kexp.environment.diff`):
-versions, devices, packages. With ``deterministic: true`` on the same machine and software
+versions, devices, packages, and the settings that change numerics with the same software
+(``TF_ENABLE_ONEDNN_OPTS`` and other variables, thread pools, op determinism). With ``deterministic: true`` on the same machine and software
 everything matches bit for bit; when something does not, the environment differences are
 usually why. The result is printed as tables, written to ``reproduction.json`` in the new
 run directory, and is the exit code: 0 on a match, 1 on a mismatch.
+
+A multi-worker run is not reproduced (exit 2, before anything is written): the rerun would
+need the same cluster (:func:`kexp.training.resume.refuse_multi_worker`).
 """
 
 from __future__ import annotations
@@ -150,7 +154,8 @@ def render(comparison: Comparison, out: Console) -> None:
             env.add_row(key, _show(was), _show(now))
         out.print(env)
     else:
-        out.print("environment: no differences (versions, devices, packages)")
+        out.print("environment: no differences (versions, devices, packages, settings that "
+                  "change numerics)")
     if comparison.matched:
         out.print("[green]reproduced[/green]: bit-identical weights and equal metrics")
     else:
@@ -179,8 +184,11 @@ def reproduce(run_dir: str | Path, *, out: Console | None = None) -> Comparison:
     run_dir = Path(run_dir)
     original = _original(run_dir)
     run_dir = run_dir.resolve()
-    rerun = train(load_config(run_dir / "config.yaml"), output_root=run_dir.parent.parent,
-                  out=say)
+    loaded = load_config(run_dir / "config.yaml")
+    from kexp.training.resume import refuse_multi_worker
+
+    refuse_multi_worker(run_dir, loaded.config, original.data, "reproduced")
+    rerun = train(loaded, output_root=run_dir.parent.parent, out=say)
     rerun_manifest = Manifest.load(rerun.directory)
     comparison = compare(run_dir, original, rerun.directory, rerun_manifest)
     write_json(rerun.directory / "reproduction.json", comparison.record())

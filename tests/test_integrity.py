@@ -62,24 +62,50 @@ def assert_final_files_load(run_dir: Path) -> list[str]:
     return checked
 
 
-def test_a_kill_while_saving_a_checkpoint_leaves_only_whole_files(tmp_path: Path) -> None:
-    # the process dies inside the second write of checkpoints/last.keras (epoch 2), its
-    # bytes written but the archive not yet closed; epoch 1's files are all there
-    killed = hooked("kill_in:zip:2:last.", ["train", iris(tmp_path)])
+_BEFORE_TRAINING = {"config.yaml", "manifest.json"}
+_AFTER_AN_EPOCH = _BEFORE_TRAINING | {"history.csv", "checkpoints/last.keras",
+                                      "checkpoints/best.keras", "backup/state.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook, epochs, torn, whole, absent", [
+    # the second write of checkpoints/last.keras (epoch 2): its bytes written, the archive
+    # not yet closed; epoch 1's files (last.keras too) are all there
+    ("kill_in:zip:2:last.", 2, "checkpoints/.last.*", _AFTER_AN_EPOCH, None),
+    # the final model.h5 (after model.keras), inside h5py's close
+    ("kill_in:h5:1:.model.", 1, ".model.*.tmp.h5", _AFTER_AN_EPOCH | {"model.keras"},
+     "model.h5"),
+    # the second training state (the end of training, after epoch 1's): epoch 1's stays
+    ("kill_in:zip:2:.state-", 1, "backup/.state-*",
+     _AFTER_AN_EPOCH | {"backup/state-000001.npz"}, "backup/state-000002.npz"),
+    # splits.npz, before the first step and any state: the resume starts from the first
+    # epoch and draws the same splits from the seed
+    ("kill_in:zip:1:.splits.", 1, ".splits.*", _BEFORE_TRAINING, "splits.npz"),
+])
+def test_a_kill_while_saving_leaves_only_whole_files(tmp_path: Path, hook: str, epochs: int,
+                                                     torn: str, whole: set[str],
+                                                     absent: str | None) -> None:
+    config = iris(tmp_path, train={"epochs": epochs},
+                  output={"formats": ["keras", "h5"], "tensorboard": False})
+    killed = hooked(hook, ["train", config])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (run_dir,) = runs(tmp_path / "runs")
-    torn = list((run_dir / "checkpoints").glob(".last.*"))
-    assert len(torn) == 1 and not zipfile.is_zipfile(torn[0])  # it really died mid-write
+    (temporary,) = run_dir.glob(torn)  # it really died inside that write
+    if temporary.suffix in (".keras", ".npz"):
+        assert not zipfile.is_zipfile(temporary)  # the archive was never finished
+    assert absent is None or not (run_dir / absent).exists()  # only its temporary
     checked = assert_final_files_load(run_dir)
-    assert {"config.yaml", "manifest.json", "history.csv", "checkpoints/last.keras",
-            "checkpoints/best.keras", "backup/state.json"} <= set(checked)
+    assert whole <= set(checked), checked
+    assert manifest(run_dir)["status"] == "running"  # a SIGKILL leaves no chance to write
 
     from kexp.training.run import train
 
     train(None, resume=run_dir, out=Console(file=io.StringIO()))  # and it resumes
     assert manifest(run_dir)["status"] == "completed"
     assert not list(run_dir.rglob(".*.tmp*"))  # the torn temporary was cleaned up
-    assert assert_final_files_load(run_dir)
+    checked = assert_final_files_load(run_dir)
+    assert {"model.keras", "model.h5", "splits.npz", "backup/state.json"} <= set(checked)
+    assert [r["epoch"] for r in history(run_dir)] == [str(e) for e in range(epochs)]
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
@@ -269,6 +295,41 @@ def test_preflight_checks_the_root_given_on_the_command_line(tmp_path: Path) -> 
     blocker.write_text("")
     done = _cli(["train", iris(tmp_path), "--output-root", blocker / "x"])
     assert done.exit_code == 2 and "--output-root" in done.output and "is a file" in done.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_preflight_reports_a_bad_output_root_option_with_missing_data(tmp_path: Path) -> None:
+    # every problem at once, the --output-root one included, in plain words
+    config = iris(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["data"]["train"]["path"] = str(tmp_path / "missing.csv")
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = _cli(["train", config, "--output-root", "/proc/kexp"])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert "2 problems" in text and "Traceback" not in text
+    assert f"data.train.path: no such file or folder: {tmp_path / 'missing.csv'}" in text
+    assert ("output.root: --output-root /proc/kexp: cannot write runs there: /proc/kexp does "
+            "not exist and cannot be created: no folder can be created in /proc (a special "
+            "file system that does not hold new files)") in text
+
+
+def test_preflight_says_plainly_why_a_folder_is_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import kexp.preflight as preflight
+
+    def refuse(**kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(preflight.tempfile, "mkstemp", refuse)
+    assert preflight._output_problem(tmp_path) == (
+        f"{tmp_path} is not writable: no file can be created in it (a read-only file system)")
+    assert preflight._output_problem(tmp_path / "runs" / "x") == (
+        f"{tmp_path / 'runs' / 'x'} does not exist and cannot be created: no folder can be "
+        f"created in {tmp_path} (a read-only file system)")
 
 
 def test_preflight_checks_free_space_for_this_models_artifacts(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_reproduce_reports_a_mismatch_with_the_environment_difference(
     shutil.copytree(original, other)
     data = manifest(other)
     data["environment"]["versions"]["numpy"] = "0.0.1"
+    # a setting that changes CPU numerics without changing any version
+    here = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    onednn = "1" if here == "0" else "0"
+    data["environment"]["numerics"]["env"]["TF_ENABLE_ONEDNN_OPTS"] = onednn
     data["test_metrics"]["loss"] += 1e-6
     data["weights_sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(data))
@@ -63,6 +68,7 @@ def test_reproduce_reports_a_mismatch_with_the_environment_difference(
     text = " ".join(done.output.split())
     assert "not reproduced" in text
     assert "versions.numpy" in text and "0.0.1" in text
+    assert "numerics.env.TF_ENABLE_ONEDNN_OPTS" in text
     rerun = next(p for p in runs(tmp_path / "runs") if p != other)
     record = json.loads((rerun / "reproduction.json").read_text())
     mismatched = {row["quantity"] for row in record["compared"] if not row["match"]}
@@ -71,6 +77,8 @@ def test_reproduce_reports_a_mismatch_with_the_environment_difference(
 
     assert {"key": "versions.numpy", "original": "0.0.1", "rerun": numpy.__version__} in (
         record["environment_differences"])
+    assert {"key": "numerics.env.TF_ENABLE_ONEDNN_OPTS", "original": onednn,
+            "rerun": here} in record["environment_differences"]
 
 
 def test_reproduce_needs_a_completed_run(tmp_path: Path) -> None:
@@ -85,3 +93,25 @@ def test_reproduce_needs_a_completed_run(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["reproduce", str(run_dir)])
     assert done.exit_code == 2 and "only a completed run" in done.output
     assert f"kexp resume {run_dir}" in " ".join(done.output.split())
+
+
+def test_reproduce_refuses_a_multi_worker_run(original: Path, tmp_path: Path) -> None:
+    # a completed run "trained by two workers": refused before any rerun directory is made
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from kexp.cli import app
+
+    other = tmp_path / "runs" / original.parent.name / original.name
+    shutil.copytree(original, other)
+    data = manifest(other)
+    data["strategy"] = {"name": "multi_worker_mirrored", "replicas": 2, "cluster": {
+        "source": "workers", "cluster": {"worker": ["a:1", "b:2"]},
+        "task": {"type": "worker", "index": 0}, "chief": True}}
+    (other / "manifest.json").write_text(json.dumps(data))
+    done = CliRunner().invoke(app, ["reproduce", str(other)])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert f"{other} cannot be reproduced: it was trained by 2 workers" in text
+    assert runs(tmp_path / "runs") == [other]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from _repro import iris
+from kexp.training.lock import RunLock
 
 
 def _cli(args: list[str]) -> Any:
@@ -80,20 +81,67 @@ def test_safe_differences_are_applied_and_a_missing_seed_is_the_runs(tmp_path: P
     data = yaml.safe_load(given.read_text())
     data["callbacks"][0]["EarlyStopping"]["patience"] = 3
     given.write_text(yaml.safe_dump(data, sort_keys=False))
-    plan = plan_resume(run_dir, load_config(given))
-    assert sorted(c.key for c in plan.changes) == [
-        "callbacks[0].EarlyStopping.patience", "description", "train.epochs"]
-    assert plan.loaded.config.train.epochs == 9 and plan.loaded.config.seed == 7
-    assert plan.snapshot is None  # nothing saved yet: it starts from the first epoch
+    with plan_resume(run_dir, load_config(given)) as plan:
+        assert sorted(c.key for c in plan.changes) == [
+            "callbacks[0].EarlyStopping.patience", "description", "train.epochs"]
+        assert plan.loaded.config.train.epochs == 9 and plan.loaded.config.seed == 7
+        assert plan.snapshot is None  # nothing saved yet: it starts from the first epoch
+        assert RunLock.is_held(run_dir)  # the plan holds the run until training ends
+    assert not RunLock.is_held(run_dir)
+
+
+@pytest.mark.parametrize("change, saved, given", [
+    ("+callbacks[]={EarlyStopping: {patience: 0}}",
+     ["EarlyStopping", "ReduceLROnPlateau"],
+     ["EarlyStopping", "ReduceLROnPlateau", "EarlyStopping"]),
+    ("~callbacks[0]", ["EarlyStopping", "ReduceLROnPlateau"], ["ReduceLROnPlateau"]),
+])
+def test_adding_or_removing_a_callback_is_refused(tmp_path: Path, change: str, saved: list,
+                                                   given: list) -> None:
+    # a callback whose only arguments are safe keys (patience) is still a new callback
+    run_dir = _run_dir(tmp_path)
+    before = _files(run_dir)
+    done = _cli(["resume", run_dir, "--set", change])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert "Traceback" not in text and "1 problem" in text
+    assert (f"callbacks: a resume cannot add, remove or replace a callback (saved: {saved!r}, "
+            f"given: {given!r})") in text
+    assert _files(run_dir) == before
+
+
+def test_diff_compares_callbacks_entry_by_entry_before_their_keys() -> None:
+    from kexp.config.diff import diff
+
+    saved = {"callbacks": [{"EarlyStopping": {"patience": 3}}, "TerminateOnNaN"]}
+    replaced = {"callbacks": [{"ReduceLROnPlateau": {"patience": 3}}, "TerminateOnNaN"]}
+    (change,) = diff(saved, replaced)
+    assert (change.key, change.saved, change.given, change.safe) == (
+        "callbacks[0]", "EarlyStopping", "ReduceLROnPlateau", False)
+    added = {"callbacks": [*saved["callbacks"], {"EarlyStopping": {"patience": 0}}]}
+    (change,) = diff(saved, added)
+    assert change.key == "callbacks" and not change.safe
+    assert change.given == ["EarlyStopping", "TerminateOnNaN", "EarlyStopping"]
+    same = {"callbacks": [{"EarlyStopping": {"patience": 5}}, "TerminateOnNaN"]}
+    (change,) = diff(saved, same)  # the same callbacks: their keys are compared
+    assert change.key == "callbacks[0].EarlyStopping.patience" and change.safe
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run directory (lock file included) with its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 def test_resume_is_refused_while_the_run_is_being_trained(tmp_path: Path) -> None:
-    from kexp.training.lock import RunLock
-
+    # refused before anything is read or written: not even a safe change reaches config.yaml
+    # and the manifest gets no resume entry
     run_dir = _run_dir(tmp_path, status="running")
     with RunLock.acquire(run_dir):
         assert RunLock.is_held(run_dir)
-        done = _cli(["resume", run_dir])
+        before = _files(run_dir)
+        done = _cli(["resume", run_dir, "--set", "train.epochs=9"])
+        assert _files(run_dir) == before
     assert done.exit_code == 2 and "is being trained right now" in done.output
     assert not RunLock.is_held(run_dir)
 
@@ -125,16 +173,63 @@ def test_diff_is_leaf_by_leaf_and_knows_the_safe_keys() -> None:
              "callbacks": [{"EarlyStopping": {"patience": 2, "monitor": "val_loss"}}],
              "output": {"formats": ["keras"]}, "deterministic": True}
     given = {"train": {"epochs": 5, "steps_per_epoch": None}, "seed": 1.0,
-             "callbacks": [{"EarlyStopping": {"patience": 4, "monitor": "loss"}},
-                           {"TensorBoard": {}}],
+             "callbacks": [{"EarlyStopping": {"patience": 4, "monitor": "loss",
+                                              "verbose": 1}}],
              "output": {"formats": ["keras", "h5"]}, "deterministic": 1}
     changes = {c.key: c for c in diff(saved, given)}
     assert set(changes) == {"train.epochs", "callbacks[0].EarlyStopping.patience",
-                            "callbacks[0].EarlyStopping.monitor", "callbacks[1].TensorBoard",
+                            "callbacks[0].EarlyStopping.monitor",
+                            "callbacks[0].EarlyStopping.verbose",
                             "output.formats[1]", "deterministic"}  # 1 == 1.0; True != 1
     assert {k for k, c in changes.items() if c.safe} == {
-        "train.epochs", "callbacks[0].EarlyStopping.patience", "output.formats[1]"}
-    assert changes["callbacks[1].TensorBoard"].saved is None
+        "train.epochs", "callbacks[0].EarlyStopping.patience",
+        "callbacks[0].EarlyStopping.verbose", "output.formats[1]"}
+    assert changes["callbacks[0].EarlyStopping.verbose"].saved is None
     assert is_safe(("callbacks", 3, "ReduceLROnPlateau", "patience"))
     assert not is_safe(("callbacks", 3, "ReduceLROnPlateau", "factor"))
     assert not is_safe(("train",))
+
+
+_TWO_WORKERS = {"worker": ["localhost:12345", "localhost:12346"]}
+
+
+@pytest.mark.parametrize("setup, reason", [
+    # the manifest of a run trained by two workers (TF_CONFIG: the config says strategy auto)
+    (lambda run_dir, monkeypatch: _set_manifest(run_dir, strategy={
+        "name": "multi_worker_mirrored", "replicas": 2,
+        "cluster": {"source": "tf_config", "cluster": _TWO_WORKERS,
+                    "task": {"type": "worker", "index": 0}, "chief": True}}),
+     "it was trained by 2 workers (multi_worker_mirrored)"),
+    # killed before its manifest recorded the strategy: the config says it
+    (lambda run_dir, monkeypatch: _set_config(run_dir, strategy="multi_worker_mirrored"),
+     "its config says hardware.strategy: multi_worker_mirrored"),
+    # a single-machine run, resumed where TF_CONFIG makes strategy auto a cluster
+    (lambda run_dir, monkeypatch: monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": _TWO_WORKERS, "task": {"type": "worker", "index": 1}})),
+     "TF_CONFIG (or the Slurm job step) in this environment describes a cluster"),
+])
+def test_a_multi_worker_run_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: Any, reason: str
+) -> None:
+    run_dir = _run_dir(tmp_path)
+    setup(run_dir, monkeypatch)
+    before = _files(run_dir)
+    done = _cli(["resume", run_dir])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert "Traceback" not in text
+    assert f"{run_dir} cannot be resumed: {reason}" in text
+    assert "single-machine runs only" in text
+    assert _files(run_dir) == before  # no lock file, no resume entry, nothing
+
+
+def _set_manifest(run_dir: Path, **fields: Any) -> None:
+    path = run_dir / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def _set_config(run_dir: Path, **hardware: Any) -> None:
+    path = run_dir / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["hardware"] = {**data["hardware"], **hardware}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

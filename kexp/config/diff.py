@@ -6,6 +6,12 @@ experiment nor the new one. ``kexp train CONFIG --resume RUN`` (and ``kexp resum
 refuses every difference except those in :data:`SAFE_TO_CHANGE`: keys that say how long to
 train, how patient a callback is, or what is written at the end, not what is computed.
 
+A safe key inside a list entry (``callbacks[i].<Callback>.patience``) is safe only while the
+entry is the same callback: the lists are compared entry by entry first, and a callback
+added, removed or replaced by another class is one refused change of the whole entry (or
+list), whatever its arguments. Otherwise adding ``{EarlyStopping: {patience: 0}}`` would
+look like nothing but a changed ``patience``.
+
     >>> changes = diff({"train": {"epochs": 3}, "seed": 1}, {"train": {"epochs": 5}, "seed": 1})
     >>> [(c.key, c.saved, c.given, c.safe) for c in changes]
     [('train.epochs', 3, 5, True)]
@@ -17,6 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from kexp.errors import KeyPath, format_path
+
+#: Lists whose entries are Keras objects (``{Class: kwargs}``): an entry added, removed or
+#: of another class is a change of the entry, never of its (possibly safe) arguments.
+ENTRY_LISTS: tuple[tuple[str, ...], ...] = (("callbacks",),)
 
 #: Key paths that may differ on a resume (``*``: any key or list index). They are applied.
 SAFE_TO_CHANGE: tuple[tuple[str, ...], ...] = (
@@ -36,11 +46,13 @@ _MISSING = object()
 @dataclass(frozen=True)
 class Change:
     """One leaf that differs: its key path, both values (None where absent), and whether a
-    resume may apply it."""
+    resume may apply it. ``entries`` marks a list entry added, removed or replaced (the
+    values are then the entries' class names): never safe."""
 
     path: KeyPath
     saved: Any
     given: Any
+    entries: bool = False
 
     @property
     def key(self) -> str:
@@ -48,7 +60,7 @@ class Change:
 
     @property
     def safe(self) -> bool:
-        return is_safe(self.path)
+        return not self.entries and is_safe(self.path)
 
     def __str__(self) -> str:
         return f"{self.key}: {self.saved!r} -> {self.given!r}"
@@ -88,16 +100,63 @@ def leaves(data: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
 
 
 def diff(saved: dict[str, Any], given: dict[str, Any]) -> list[Change]:
-    """Leaves that differ between two resolved configs, in the saved config's key order."""
+    """Leaves that differ between two resolved configs, in the saved config's key order.
+
+    Entries of :data:`ENTRY_LISTS` are matched first: when the lists' lengths differ, one
+    change of the whole list (its class names); when an entry's class differs, one change of
+    that entry. Their leaves are not compared then (see the module doc).
+    """
+    entry_changes, replaced = _entry_changes(saved, given)
     a = dict(leaves(saved))
     b = dict(leaves(given))
     out = []
     for path in list(a) + [p for p in b if p not in a]:
+        if any(path[: len(prefix)] == prefix for prefix in replaced):
+            continue
         old, new = a.get(path, _MISSING), b.get(path, _MISSING)
         if old != new or type(old) is not type(new) and not _same_number(old, new):
             out.append(Change(path, None if old is _MISSING else old,
                               None if new is _MISSING else new))
-    return out
+    return entry_changes + out
+
+
+def _at(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def entry_name(entry: Any) -> str | None:
+    """The class an entry of a Keras-object list names: ``{Class: kwargs}`` or ``"Class"``."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and len(entry) == 1:
+        return str(next(iter(entry)))
+    return None
+
+
+def _entry_changes(
+    saved: dict[str, Any], given: dict[str, Any]
+) -> tuple[list[Change], list[KeyPath]]:
+    """Entries added, removed or replaced in :data:`ENTRY_LISTS`, and the key paths whose
+    leaves are then not compared one by one."""
+    changes: list[Change] = []
+    replaced: list[KeyPath] = []
+    for prefix in ENTRY_LISTS:
+        old, new = _at(saved, prefix), _at(given, prefix)
+        old = old if isinstance(old, list) else []
+        new = new if isinstance(new, list) else []
+        if len(old) != len(new):
+            changes.append(Change(prefix, [entry_name(e) for e in old],
+                                  [entry_name(e) for e in new], entries=True))
+            replaced.append(prefix)
+            continue
+        for index, (x, y) in enumerate(zip(old, new)):
+            if entry_name(x) != entry_name(y):
+                path = prefix + (index,)
+                changes.append(Change(path, entry_name(x), entry_name(y), entries=True))
+                replaced.append(path)
+    return changes, replaced
 
 
 def _same_number(a: Any, b: Any) -> bool:

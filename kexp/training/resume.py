@@ -12,10 +12,18 @@ A config given with the resume is compared key by key with the saved one
 (:mod:`kexp.config.diff`): a difference outside the keys safe to change is refused, each
 with its key path and line; safe ones (``train.epochs``, a callback's ``patience``, ...) are
 shown, applied, written into ``config.yaml`` and recorded with the resume.
+
+The run's lock (:mod:`kexp.training.lock`) is taken before the saved state is read, and held
+by the plan until the training session that continues the run ends: a second ``kexp resume``
+of a run that is being trained is refused before it reads or writes anything in it.
+A multi-worker run is refused too (:func:`refuse_multi_worker`): its workers would have to
+restart together from the chief's state, which kexp does not do.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +33,13 @@ import numpy as np
 
 from kexp.config import LoadedConfig, load_config
 from kexp.config.diff import Change, describe_safe, diff
+from kexp.config.overrides import with_resume_overrides
 from kexp.config.schema import ExperimentConfig, spec_parts
 from kexp.config.yaml_io import dump
 from kexp.errors import ConfigError, ConfigIssue, UserError
 from kexp.manifest import FILENAME as MANIFEST, Manifest, now
-from kexp.training.artifacts import write_text
+from kexp.training.artifacts import remove_stale_temporaries, write_text
+from kexp.training.lock import RunLock
 from kexp.training.state import Position, Snapshot, load_snapshot
 
 RESUMABLE = ("running", "interrupted", "failed", "completed")
@@ -55,17 +65,36 @@ class ResumePlan:
     snapshot: Snapshot | None
     saved_indices: dict[str, np.ndarray] | None
     changes: list[Change] = field(default_factory=list)
+    #: The run's lock, held from the plan until the session that trains the run ends.
+    lock: RunLock | None = None
 
     @property
     def position(self) -> Position:
         return self.snapshot.position if self.snapshot else Position()
 
+    def release(self) -> None:
+        """Let go of the run's lock (idempotent; the session that trains also releases it)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> "ResumePlan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
     def start(self, config: ExperimentConfig, say: Any) -> None:
-        """Record the resume (config changes into ``config.yaml``) and say where it starts."""
+        """Record the resume and say where it starts; call it inside the training session,
+        which has been handed :attr:`manifest` (:meth:`kexp.training.session.Session.track`).
+
+        The manifest is written first (status ``running``, the resume and its config
+        changes), then ``config.yaml``: a kill between the two leaves the old
+        ``config.yaml``, which a later resume reads. Last, what a killed process left.
+        """
+        from kexp.environment import numerics
+
         for change in self.changes:
             say.print(f"changed on resume: {change}", markup=False)
-        if self.changes:
-            write_text(self.run_dir / "config.yaml", dump(config.model_dump(mode="json")))
         data = self.manifest.data
         resumes = list(data.get("resumes") or [])
         resumes.append({
@@ -76,16 +105,37 @@ class ResumePlan:
             "config_changes": [
                 {"key": c.key, "saved": c.saved, "given": c.given} for c in self.changes
             ],
+            # this process's settings that change numerics (a resume may run elsewhere)
+            "numerics": numerics(),
         })
-        self.manifest.update(status="running", ended_at=None, error=None, resumes=resumes,
-                             interrupted_at=None, resume_command=None)
+        fields: dict[str, Any] = {"failure": None} if "failure" in data else {}
         if self.changes:
             from kexp.manifest import config_hash
 
-            self.manifest.update(config=config.model_dump(mode="json"),
-                                 config_hash=config_hash(config.model_dump(mode="json")))
+            resolved = config.model_dump(mode="json")
+            fields.update(config=resolved, config_hash=config_hash(resolved))
+        self.manifest.update(status="running", ended_at=None, error=None, resumes=resumes,
+                             interrupted_at=None, resume_command=None, **fields)
+        if self.changes:
+            write_text(self.run_dir / "config.yaml", dump(config.model_dump(mode="json")))
+        self._clean(config)
+        if self.loaded.overrides:  # appended to the run's record, marked with this resume
+            record = self.run_dir / "overrides.yaml"
+            old = record.read_text(encoding="utf-8") if record.is_file() else None
+            write_text(record, with_resume_overrides(old, self.loaded.overrides, len(resumes),
+                                                     resumes[-1]["started_at"]))
         where = self.position.describe(self.snapshot.steps_per_epoch if self.snapshot else None)
         say.print(f"[bold]kexp[/bold] resuming {self.run_dir} from {where}")
+
+    def _clean(self, config: ExperimentConfig) -> None:
+        """Remove what a killed process left: temporaries of interrupted writes (never a
+        final name) and the data cache (a file cache may hold a stale lock). Done on every
+        resume, also of a run killed before its first saved state."""
+        folders = (self.run_dir, self.run_dir / "checkpoints", backup_dir_of(config, self.run_dir))
+        for folder in folders:
+            if folder.is_dir():
+                remove_stale_temporaries(folder)
+        shutil.rmtree(self.run_dir / "cache", ignore_errors=True)
 
 
 def _run_dir(path: str | Path) -> Path:
@@ -110,23 +160,91 @@ def plan_resume(run_dir: str | Path, config: Any = None) -> ResumePlan:
     ``config`` may be another file, or the run's own ``config.yaml`` loaded with ``--set``
     overrides (``kexp resume RUN --set train.epochs=20``).
 
-    Raises UserError/ConfigError (exit 2) when it cannot: not a run directory, the data it
-    trained on changed, an unsafe config difference, nothing left to train.
-    """
-    from kexp.runs import changed_data_files
+    The returned plan holds the run's lock: use it as a context manager (or call
+    :meth:`ResumePlan.release`) around the training session.
 
+    Raises UserError/ConfigError (exit 2) when it cannot: not a run directory, a multi-worker
+    run, a run another process is training, the data it trained on changed, an unsafe config
+    difference, nothing left to train. Nothing in the run directory is written before that.
+    """
     from kexp.preflight import check_run_dir
 
     run_dir = _run_dir(run_dir)
     check_run_dir(run_dir)
+    saved_file = run_dir / "config.yaml"
+    saved = load_config(saved_file)
+    refuse_multi_worker(run_dir, saved.config, _read_manifest(run_dir), "resumed")
+    loaded, changes = _choose_config(saved, _given(config))  # only unsafe changes refused
+    # before the state is read and before anything is written: a run being trained by
+    # another process stays untouched (the lock is released by the caller, or right here)
+    lock = RunLock.acquire(run_dir)
+    try:
+        plan = _plan(run_dir, saved, loaded, changes)
+    except BaseException:
+        lock.release()
+        raise
+    plan.lock = lock
+    return plan
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {run_dir / MANIFEST}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{run_dir / MANIFEST} is not a kexp manifest (not a JSON object)")
+    return data
+
+
+def refuse_multi_worker(run_dir: Path, config: ExperimentConfig, manifest: dict[str, Any],
+                        doing: str) -> None:
+    """Refuse (UserError, exit 2) to resume or reproduce a run trained by several workers,
+    or one this environment would train with several (``TF_CONFIG``, a Slurm job step).
+
+    Only the chief writes the run directory; a resume of a multi-worker run would need every
+    worker to restart together from the chief's state, which kexp does not do (the other
+    workers would write into the chief's directory, and the chief would fail half-way).
+    ``doing`` is ``"resumed"`` or ``"reproduced"``.
+    """
+    from kexp.hardware.cluster import several_workers
+
+    strategy = manifest.get("strategy") if isinstance(manifest.get("strategy"), dict) else {}
+    cluster = strategy.get("cluster") if isinstance(strategy.get("cluster"), dict) else None
+    again = (f"to train this experiment again on several workers, start a new run of "
+             f"{run_dir / 'config.yaml'} on every worker")
+    reason = None
+    if strategy.get("name") == "multi_worker_mirrored" or cluster is not None:
+        spec = (cluster or {}).get("cluster") or {}
+        workers = sum(len(v) for k, v in spec.items() if k in ("chief", "worker")) or None
+        reason = (f"it was trained by {workers} workers" if workers else
+                  "it was trained by several workers") + " (multi_worker_mirrored)"
+    elif config.hardware.strategy == "multi_worker_mirrored":
+        reason = "its config says hardware.strategy: multi_worker_mirrored"
+    elif config.hardware.strategy == "auto" and several_workers(config.hardware.cluster):
+        if config.hardware.cluster.workers is not None:
+            reason = "its config's hardware.cluster.workers make it a multi-worker run"
+        else:  # a single-machine run, but this process is one task of a cluster
+            reason = ("TF_CONFIG (or the Slurm job step) in this environment describes a "
+                      "cluster of several workers, so it would run under "
+                      "multi_worker_mirrored here")
+            again = "unset TF_CONFIG (or run outside the Slurm job step) to do it on one machine"
+    if reason is not None:
+        raise UserError(
+            f"{run_dir} cannot be {doing}: {reason}. kexp resumes and reproduces "
+            f"single-machine runs only; {again}"
+        )
+
+
+def _plan(run_dir: Path, saved: LoadedConfig, loaded: LoadedConfig,
+          changes: list[Change]) -> ResumePlan:
+    """The checks of :func:`plan_resume` that read the run's state (under its lock)."""
+    from kexp.runs import changed_data_files
+
     manifest = Manifest.load(run_dir)
     status = manifest.data.get("status")
     if status not in RESUMABLE:
         raise UserError(f"{run_dir} has status {status!r}; it cannot be resumed")
-    saved_file = run_dir / "config.yaml"
-    saved = load_config(saved_file)
-    given = _given(config)
-    loaded, changes = _choose_config(saved, given)
     config_obj = loaded.config
 
     snapshot = load_snapshot(backup_dir_of(config_obj, run_dir))
@@ -176,6 +294,14 @@ def _issue(loaded: LoadedConfig, path: tuple, message: str) -> ConfigIssue:
         return issue
 
 
+def _refusal(change: Change) -> str:
+    if change.entries:
+        return (f"a resume cannot add, remove or replace a callback (saved: {change.saved!r}, "
+                f"given: {change.given!r})")
+    return (f"differs from the run being resumed (saved: {change.saved!r}, "
+            f"given: {change.given!r})")
+
+
 def _choose_config(
     saved: LoadedConfig, given: LoadedConfig | None
 ) -> tuple[LoadedConfig, list[Change]]:
@@ -190,8 +316,7 @@ def _choose_config(
     unsafe = [c for c in changes if not c.safe]
     if unsafe:
         raise ConfigError(
-            [_issue(given, c.path, f"differs from the run being resumed (saved: {c.saved!r}, "
-                                   f"given: {c.given!r})") for c in unsafe],
+            [_issue(given, c.path, _refusal(c)) for c in unsafe],
             hint="a resume may change only " + describe_safe() + "; to change anything else, "
             "start a new run",
         )

@@ -231,14 +231,17 @@ def train(
     only the keys :mod:`kexp.training.resume` declares safe).
     """
     say = out or Console()
-    plan = None
     if resume is not None:  # the run's own config, its state, safe changes only
         from kexp.training.resume import plan_resume
 
-        plan = plan_resume(resume, config)
-        loaded = plan.loaded
-    else:
-        loaded = _as_loaded(config)
+        # the plan holds the run's lock from before it reads the state until training ends
+        with plan_resume(resume, config) as plan:
+            return _train(plan.loaded, output_root, say, plan)
+    return _train(_as_loaded(config), output_root, say, None)
+
+
+def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
+           plan: Any) -> Run:
     root = Path(output_root) if output_root is not None else Path(loaded.config.output.root)
     # before the model and the data: data files there, output root writable (kexp.preflight)
     check_paths(loaded, None if plan else root, root_from_option=output_root is not None)
@@ -250,6 +253,8 @@ def train(
         # adapted on the training split only, then saved inside the model (kexp.data)
         model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
         check_data_fits(model, splits.train, config_obj)
+        # every monitor names what fit will log (Keras' names, from a real batch)
+        check_monitors(model, splits.train, config_obj)
         data_pipeline = pipeline_record(splits, config_obj.data)
 
     from kexp.training.rundir import new_run_dir
@@ -258,24 +263,31 @@ def train(
     say.print(info.summary())
     # only the chief writes the run directory; other workers write a scratch copy, removed
     scratch = None if info.is_chief else scratch_root(info.cluster)
-    if plan is not None:  # the same directory: config.yaml (with safe changes), manifest
-        run_dir, manifest = plan.run_dir, plan.manifest
-        plan.start(config_obj, say)
-    else:
-        run_dir = new_run_dir(scratch or root, config_obj.name).resolve()
-        resolved = config_obj.model_dump(mode="json")
-        write_text(run_dir / "config.yaml", dump(resolved))
-        if loaded.overrides:  # config.yaml already includes them; this says which were given
-            write_text(run_dir / "overrides.yaml",
-                       OVERRIDES_HEADER + dump(list(loaded.overrides)))
-        manifest = Manifest.start(
-            run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
-            environment=collect(),
-        )
-        say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
+    environment = None if plan is not None else collect()
+    run_dir = plan.run_dir if plan is not None else new_run_dir(
+        scratch or root, config_obj.name).resolve()
     try:
-        # locked, signal-safe; leaves the manifest interrupted/failed (kexp.training.session)
-        with Session(run_dir, manifest, plan.snapshot if plan else None) as session:
+        # entered at once: locked (a resume's lock taken over), signal-safe, and in charge of
+        # the manifest's status from before it says `running` (kexp.training.session)
+        with Session(run_dir, snapshot=plan.snapshot if plan else None,
+                     lock=plan.lock if plan else None) as session:
+            if plan is not None:  # the same directory: manifest, config.yaml (safe changes)
+                manifest = plan.manifest
+                session.track(manifest)
+                plan.start(config_obj, say)
+            else:
+                resolved = config_obj.model_dump(mode="json")
+                write_text(run_dir / "config.yaml", dump(resolved))
+                if loaded.overrides:  # config.yaml includes them; this says which were given
+                    write_text(run_dir / "overrides.yaml",
+                               OVERRIDES_HEADER + dump(list(loaded.overrides)))
+                manifest = Manifest.new(
+                    run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
+                    environment=environment,
+                )
+                session.track(manifest)
+                manifest.save()
+                say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
             manifest.record_data_files(splits.files)
             manifest.update(plugins=[r.as_dict() for r in records_for(config_obj.plugins)])
             manifest.update(splits=splits.record(), strategy=info.record())

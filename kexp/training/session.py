@@ -3,8 +3,13 @@
 ``kexp train`` (a new run) and ``kexp resume`` (an existing one) both train inside a
 :class:`Session`:
 
-* it locks the run directory (:mod:`kexp.training.lock`), so no second process writes it;
+* it locks the run directory (:mod:`kexp.training.lock`), so no second process writes it
+  (or takes over the lock a resume already holds, :func:`kexp.training.resume.plan_resume`);
 * it handles SIGINT/SIGTERM (:mod:`kexp.training.signals`) for its whole duration;
+* it is entered as soon as the run directory exists (a new run) or before the resume is
+  recorded, and is handed the manifest before it is marked ``running``
+  (:meth:`Session.track`): no exception or signal, however early, leaves a run ``running``
+  that no process trains;
 * :meth:`Session.fit` runs ``fit`` resumably (:mod:`kexp.training.loop`) with the training
   state (:mod:`kexp.training.state`), continuing from the saved state on a resume;
 * on the way out it leaves the manifest truthful: ``interrupted`` with where and how to
@@ -16,14 +21,13 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from kexp.errors import UserError
 from kexp.manifest import Manifest
 from kexp.tf import keras
-from kexp.training.artifacts import remove_stale_temporaries, save_model
+from kexp.training.artifacts import save_model
 from kexp.training.history import HistoryFile, as_columns, read_history, repair_csv
 from kexp.training.lock import RunLock
 from kexp.training.loop import fit_resumable
@@ -39,25 +43,44 @@ def resume_command(run_dir: Path) -> str:
 class Session:
     """Lock, signals, resumable fit and final status for one process on ``run_dir``."""
 
-    def __init__(self, run_dir: Path, manifest: Manifest, snapshot: Snapshot | None = None):
+    def __init__(self, run_dir: Path, manifest: Manifest | None = None,
+                 snapshot: Snapshot | None = None, lock: RunLock | None = None):
         self.run_dir = Path(run_dir)
+        #: The manifest whose status this session owns; None until :meth:`track`.
         self.manifest = manifest
         self.snapshot = snapshot
         self.state: TrainingState | None = None
         self.stop = StopRequest(on_force_exit=self._force_exit)
-        self._lock: RunLock | None = None
+        self._lock: RunLock | None = lock  # a lock already held (a resume's) is taken over
         self._position: Position | None = None
 
     # ------------------------------------------------------------------ lifetime
 
     def __enter__(self) -> "Session":
-        self._lock = RunLock.acquire(self.run_dir)
-        self.stop.__enter__()
+        if self._lock is None:
+            self._lock = RunLock.acquire(self.run_dir)
+        try:
+            self.stop.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
         return self
+
+    def track(self, manifest: Manifest) -> None:
+        """Leaving the session on an exception or signal records it in ``manifest`` while the
+        manifest says ``running``; hand it over before it is saved as ``running``. A run
+        whose manifest says anything else (a completed run a resume has not yet marked)
+        is left as it was."""
+        self.manifest = manifest
+
+    def _owns_status(self) -> bool:
+        return self.manifest is not None and self.manifest.data.get("status") == "running"
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         try:
-            if exc is None:
+            if exc is not None and not self._owns_status():
+                pass  # nothing of this session's recorded: the manifest stays as it was
+            elif exc is None:
                 if self.state is not None and self.state.delete_checkpoint:
                     self.state.discard()
             elif isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
@@ -82,6 +105,8 @@ class Session:
     def _force_exit(self, signum: int) -> None:
         from kexp.training.signals import signal_name
 
+        if not self._owns_status():
+            return
         position = self._saved_position()
         self.manifest.finish(
             "interrupted",
@@ -158,12 +183,9 @@ class Session:
         return _whole_history(callbacks, history)
 
     def _prepare_resume(self, callbacks: list[Any], start: Position) -> None:
-        """Clean what a killed process may have left, and cut history files back to the
-        epochs the saved state has finished."""
-        for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "backup"):
-            if folder.is_dir():
-                remove_stale_temporaries(folder)
-        shutil.rmtree(self.run_dir / "cache", ignore_errors=True)  # may hold a stale lock
+        """Cut history files back to the epochs the saved state has finished. (What a killed
+        process left, temporaries and the data cache, is removed by every resume, with or
+        without a saved state: :meth:`kexp.training.resume.ResumePlan.start`.)"""
         for callback in callbacks:
             if isinstance(callback, HistoryFile):
                 callback.rows = [r for r in read_history(callback.path) if r["epoch"] < start.epochs]
