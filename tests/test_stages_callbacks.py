@@ -217,3 +217,88 @@ def test_learning_rate_scheduler_and_lambda_callback_train_with_plugin_functions
     assert run.history["learning_rate"] == pytest.approx([0.02, 0.01])
     assert float(np.asarray(run.model.optimizer.learning_rate)) == pytest.approx(0.01)
     assert _probe_events["lambda"] == [("epoch_end", 0), ("epoch_end", 1)]
+
+
+# ------------------------------------------------------------------------- monitor names
+
+
+def _refused(tmp_path: Path, config: dict) -> list[Any]:
+    """The issues ``kexp train`` reports for ``config``, having created no run directory."""
+    from kexp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        _train(tmp_path, config)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("manifest.json"))
+    assert all(issue.line is not None for issue in caught.value.issues), caught.value
+    return caught.value.issues
+
+
+def test_every_monitor_must_name_a_logged_value(tmp_path: Path) -> None:
+    config = _iris(tmp_path, checkpoint={"monitor": "val_los"})
+    config["compile"]["metrics"] = ["accuracy", "mean_top"]
+    config["callbacks"] = [
+        {"EarlyStopping": {"monitor": "val_los"}},
+        {"ReduceLROnPlateau": {"monitor": "val_acuracy"}},
+        {"ModelCheckpoint": {"monitor": "val_acc", "save_best_only": True}},
+        {"WatchMetric": {"monitor": "val_los"}},                      # a plugin's callback
+        {"EarlyStopping": {"monitor": "val_mean_top"}},               # logged, no direction
+        {"EarlyStopping": {"monitor": "val_mean_top", "mode": "max"}},
+        {"EarlyStopping": {"monitor": "val_accuracy", "patience": 2}},
+        {"ReduceLROnPlateau": {"monitor": "learning_rate", "mode": "min"}},  # logs it itself
+    ]
+    issues = {issue.path: issue for issue in _refused(tmp_path, config)}
+    assert {path: issue.suggestion for path, issue in issues.items()} == {
+        ("checkpoint", "monitor"): "val_loss",
+        ("callbacks", 0, "EarlyStopping", "monitor"): "val_loss",
+        ("callbacks", 1, "ReduceLROnPlateau", "monitor"): "val_accuracy",
+        ("callbacks", 2, "ModelCheckpoint", "monitor"): "val_accuracy",
+        ("callbacks", 3, "WatchMetric", "monitor"): "val_loss",
+        ("callbacks", 4, "EarlyStopping"): None,
+    }
+    message = issues[("callbacks", 0, "EarlyStopping", "monitor")].message
+    assert "monitors 'val_los', which this run does not log" in message
+    assert "val_mean_top" in message and "val_accuracy" in message  # what it does log
+    assert "give mode: max or mode: min (probably min)" in str(
+        issues[("callbacks", 4, "EarlyStopping")])
+
+
+def test_a_default_monitor_without_validation_data_is_refused(tmp_path: Path) -> None:
+    config = _iris(tmp_path, callbacks=[{"EarlyStopping": {"patience": 2}},
+                                        {"ModelCheckpoint": {}}])  # (its monitor is unused)
+    config["data"].pop("validation")
+    config["checkpoint"] = {"monitor": "loss"}
+    (issue,) = _refused(tmp_path, config)
+    assert issue.path == ("callbacks", 0, "EarlyStopping")
+    assert "monitors 'val_loss' (its default)" in issue.message
+    assert "there is no validation data (data.validation)" in issue.message
+    assert issue.suggestion == "loss"
+
+
+def test_monitors_of_a_multi_output_model_use_the_output_names(tmp_path: Path) -> None:
+    config = shipped("digits_two_output.yaml", train={"epochs": 1},
+                     output={"root": str(tmp_path / "runs")})
+    config["checkpoint"] = {"monitor": "val_parity_auc", "mode": "max"}
+    config["callbacks"] = [{"EarlyStopping": {"monitor": "val_digit_acuracy", "mode": "max"}},
+                           {"ReduceLROnPlateau": {"monitor": "val_parity_auc"}},
+                           {"ReduceLROnPlateau": {"monitor": "val_parity_loss", "mode": "min"}}]
+    misspelt, no_mode = _refused(tmp_path, config)
+    assert misspelt.path == ("callbacks", 0, "EarlyStopping", "monitor")
+    assert misspelt.suggestion == "val_digit_accuracy"
+    # Keras 3 finds no direction for any metric of a multi-output model (a ValueError at the
+    # first epoch end); the shipped configs give mode: max
+    assert no_mode.path == ("callbacks", 1, "ReduceLROnPlateau")
+    assert "give mode: max or mode: min (probably max)" in no_mode.message
+
+
+def test_kexp_train_refuses_a_misspelt_monitor_before_the_run_directory(tmp_path: Path) -> None:
+    """Was: a Keras ValueError traceback at the end of epoch 1, the run left failed."""
+    from conftest import assert_user_error, cli
+
+    config = _iris(tmp_path, callbacks=[{"EarlyStopping": {"monitor": "val_los"}}])
+    path = write_config(tmp_path / "c.yaml", config)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "val_los" in text)
+    done = cli(["train", path, "--output-root", tmp_path / "runs"])
+    assert_user_error(done, f"c.yaml:{line}: callbacks[0].EarlyStopping.monitor: EarlyStopping "
+                      "monitors 'val_los', which this run does not log",
+                      "did you mean 'val_loss'?")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

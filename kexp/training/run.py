@@ -47,7 +47,7 @@ from kexp.safety import check_config as check_config_code, unsafe_allowed
 from kexp.seeding import seed_everything
 from kexp.tf import keras
 from kexp.training.artifacts import save_final_models, write_json, write_text
-from kexp.training.callbacks import build_callbacks
+from kexp.training.callbacks import build_callbacks, check_monitors
 from kexp.training.session import Session
 from kexp.training.weights import weights_sha256
 from kexp.training.stages import apply_freeze, fit as fit_stages

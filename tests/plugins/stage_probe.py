@@ -2,7 +2,7 @@
 
 ``StageProbe`` records a training as a callback sees it: when training begins and ends, and
 one layer's kernel at each epoch's beginning and end. ``WatchMetric`` is a user callback
-with a ``monitor`` argument. The functions are for callbacks that take a function
+with a ``monitor`` argument; ``mean_top`` a metric function. The other functions are for callbacks that take a function
 (``LearningRateScheduler``'s ``schedule``, ``LambdaCallback``'s hooks); kexp registers them
 under this module's name (``stage_probe>halve_each_epoch``).
 """
@@ -54,6 +54,11 @@ class WatchMetric(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         EVENTS.setdefault(self.key, []).append((epoch, float(logs[self.monitor])))
+
+
+def mean_top(y_true, y_pred):
+    """A metric function, which (unlike Keras' metric classes) declares no direction."""
+    return ops.max(y_pred, axis=-1)
 
 
 def halve_each_epoch(epoch, learning_rate):
