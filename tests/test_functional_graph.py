@@ -112,6 +112,16 @@ def test_cycle_lists_the_nodes_around_it(tmp_path: Path) -> None:
                     "cycle: flat -> a -> res -> digit -> flat")
 
 
+def test_a_cycle_through_a_merge_is_reported_once_with_both_loops(tmp_path: Path) -> None:
+    graph = RESIDUAL.replace("B_UNITS", "64").replace(
+        "{name: a, layer: {Dense: {units: 64}}, inputs: flat}",
+        "{name: a, layer: {Dense: {units: 64}}, inputs: res}")
+    text = assert_reported(config(tmp_path, graph), "model.functional.graph[1].inputs", "name: a,",
+                           "node 'a' depends on itself through cycles: a -> res -> a; "
+                           "a -> b -> res -> a (each feeds the next)")
+    assert "1 problem in the config" in text and text.count("depends on itself") == 1, text
+
+
 def test_nodes_may_be_listed_in_any_order(tmp_path: Path) -> None:
     lines = RESIDUAL.replace("B_UNITS", "64").strip().splitlines()
     graph_lines = lines[3:8]

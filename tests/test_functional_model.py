@@ -307,6 +307,28 @@ def test_summary_table_marks_shared_layers() -> None:
     assert "inputs: pixels (None, 8, 8, 1)" in text and "outputs: digit (None, 10)" in text
 
 
+def test_summary_names_the_part_a_layer_takes_of_a_multi_output_node() -> None:
+    model = build("""
+        inputs: {pixels: {shape: [8, 8]}}
+        graph:
+          - {name: lstm, layer: {LSTM: {units: 4, return_state: true}}, inputs: pixels}
+          - name: sub
+            model: {functional: {inputs: {p: {shape: [4]}}, outputs: [b, a], graph: [
+              {name: a, layer: {Dense: {units: 2}}, inputs: p},
+              {name: b, layer: {Dense: {units: 3}}, inputs: p}]}}
+            inputs: lstm.1
+          - {name: j, layer: Concatenate, inputs: [lstm.0, lstm.2, sub.b, sub.a]}
+          - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: j}
+        outputs: [digit]
+    """)
+    console = Console(record=True, width=200)
+    render_summary(model, console)
+    rows = {line.split("│")[1].strip(): line.split("│")[4].strip()
+            for line in console.export_text().splitlines() if line.count("│") > 4}
+    assert rows["sub"] == "lstm.1"
+    assert rows["j"] == "lstm.0, lstm.2, sub.b, sub.a"
+
+
 def test_plot_says_what_to_install_when_it_cannot_draw(tmp_path: Path, monkeypatch) -> None:
     import kexp.model.summary as summary
 

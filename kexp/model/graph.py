@@ -178,6 +178,18 @@ def _cycles(deps: Mapping[int, Sequence[int]]) -> list[list[int]]:
     return list(found.values())
 
 
+def _overlapping(cycles: list[list[int]]) -> list[list[list[int]]]:
+    """Cycles that share a node, together: one mistake (a merge inside a loop closes two
+    loops through the same nodes) is then reported once, with every loop it makes."""
+    groups: list[list[list[int]]] = []
+    for cycle in cycles:
+        touching = [g for g in groups if any(set(cycle) & set(c) for c in g)]
+        merged = [c for g in touching for c in g] + [cycle]
+        groups = [g for g in groups if g not in touching] + [merged]
+    ordered = [sorted(g, key=lambda c: (c[0], len(c))) for g in groups]
+    return sorted(ordered, key=lambda g: g[0][0])
+
+
 def _shared_layer_name(node: GraphNode, visible: Mapping[str, Any]) -> str | None:
     """The shared layer a node applies (``layer: encoder``), or None for a layer of its own."""
     return node.layer if isinstance(node.layer, str) and node.layer in visible else None
@@ -205,14 +217,18 @@ def check_scope(
         issues.extend(_check_refs(scope, i, index, blocks))
 
     deps = dependencies(scope)
-    for cycle in _cycles(deps):
-        names = [scope.graph[i].name for i in cycle]
-        flow = names[:1] + names[1:][::-1]  # the way tensors would flow: each feeds the next
-        loop = " -> ".join(flow + flow[:1])
+    for group in _overlapping(_cycles(deps)):
+        loops = []
+        for cycle in group:
+            names = [scope.graph[i].name for i in cycle]
+            flow = names[:1] + names[1:][::-1]  # the way tensors would flow: each feeds the next
+            loops.append(" -> ".join(flow + flow[:1]))
+        first = scope.graph[group[0][0]].name
         issues.append(_error(
-            scope.node_path(cycle[0]) + ("inputs",),
-            f"node '{names[0]}' depends on itself through a cycle: {loop} (each feeds the "
-            "next); every tensor a node takes must be made without it",
+            scope.node_path(group[0][0]) + ("inputs",),
+            f"node '{first}' depends on itself through "
+            + (f"a cycle: {loops[0]}" if len(loops) == 1 else f"cycles: {'; '.join(loops)}")
+            + " (each feeds the next); every tensor a node takes must be made without it",
         ))
 
     defined = list(scope.inputs) + list(index)

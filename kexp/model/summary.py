@@ -47,6 +47,24 @@ def _made_by(tensor: Any) -> str:
     return history.operation.name if history is not None else tensor.name
 
 
+def _source(tensor: Any) -> str:
+    """The layer a tensor comes from, as the config names it: with the part (``lstm.1``,
+    ``encoder.code``) when that layer's call made several tensors."""
+    history = tensor._keras_history
+    operation = history.operation
+    node = operation._inbound_nodes[history.node_index]
+    if len(node.outputs) <= 1:
+        return operation.name
+    struct = getattr(operation, "_outputs_struct", None)  # a sub-model: its output names
+    if isinstance(struct, dict):
+        from kexp.tf import keras
+
+        parts = [".".join(map(str, path)) for path, _ in keras.tree.flatten_with_path(struct)]
+        if len(parts) == len(node.outputs):  # the order Keras flattens the outputs in
+            return f"{operation.name}.{parts[history.tensor_index]}"
+    return f"{operation.name}.{history.tensor_index}"
+
+
 def _params(layer: Any) -> int:
     return sum(_size(w) for w in layer.weights)
 
@@ -70,7 +88,7 @@ def summary_table(model: Any) -> Table:
         calls = layer_calls(model, layer) if graph else []
         shapes = [", ".join(_shape(t.shape) for t in node.outputs) for node in calls]
         takes = [
-            ", ".join(t._keras_history.operation.name for t in node.input_tensors) or "-"
+            ", ".join(_source(t) for t in node.input_tensors) or "-"
             for node in calls
         ]
         if not calls:  # a Sequential model: a chain, each layer takes the one before
