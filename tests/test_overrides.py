@@ -3,6 +3,7 @@ directory's record of them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -264,7 +265,6 @@ print(json.dumps({"results": [[r.exit_code, r.output] for r in results],
 def test_mistakes_found_before_tensorflow_are_answered_without_it(tmp_path: Path) -> None:
     """A --set typo on a resume and a missing plugin file on train are config errors that
     need no TensorFlow: both answered (exit 2) in a process that never imports it."""
-    import json
     import subprocess
     import sys
 
@@ -310,3 +310,30 @@ def test_overrides_are_saved_next_to_the_resolved_config(tmp_path: Path) -> None
     assert config["train"]["epochs"] == 1
     assert config["callbacks"][-1] == {"TerminateOnNaN": {}}
     assert config["output"]["tensorboard"] is False
+
+    # a resume's overrides are added to the record, marked with the resume they belong to
+    # (the manifest's resumes[0]); what the file held stays as it was
+    before = (run / "overrides.yaml").read_text()
+    result = CliRunner().invoke(app, ["resume", str(run), "--set", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    text = (run / "overrides.yaml").read_text()
+    assert text.startswith(before)
+    (resume,) = json.loads((run / "manifest.json").read_text())["resumes"]
+    assert yaml.safe_load(text) == [*sets, {"resume": 1, "started_at": resume["started_at"],
+                                            "set": ["train.epochs=2"]}]
+    assert "# kexp resume 1:" in text
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_resume_overrides_record_is_one_readable_list() -> None:
+    from kexp.config.overrides import overrides_record, with_resume_overrides
+
+    text = with_resume_overrides(None, ["train.epochs=4"], 1, "t1")  # a run trained without
+    text = with_resume_overrides(text, ["train.epochs=6", "output.formats=[keras]"], 2, "t2")
+    assert text.startswith("# the --set overrides of this run")
+    assert yaml.safe_load(text) == [{"resume": 1, "started_at": "t1", "set": ["train.epochs=4"]},
+                                    {"resume": 2, "started_at": "t2",
+                                     "set": ["train.epochs=6", "output.formats=[keras]"]}]
+    first = overrides_record(["seed=3"])
+    assert yaml.safe_load(with_resume_overrides(first.rstrip("\n"), ["x=1"], 1, "t")) == [
+        "seed=3", {"resume": 1, "started_at": "t", "set": ["x=1"]}]

@@ -33,7 +33,7 @@ from kexp.config.compose import EXTENDS
 from kexp.config.interpolate import interpolate
 from kexp.config.problems import LoadProblems
 from kexp.config.validation import allowed_keys
-from kexp.config.yaml_io import SourceMap, load_text
+from kexp.config.yaml_io import SourceMap, dump, load_text
 from kexp.errors import ConfigError, ConfigIssue, format_path, nearest
 
 #: Where an override "was written": shown in messages in place of ``file:line``.
@@ -293,3 +293,30 @@ def apply_overrides(raw: Any, where: SourceMap, overrides: Sequence[str],
         problems.add(issues)
         problems.hint = problems.hint or SYNTAX_HINT
     return applier.raw
+
+
+#: First line of a run's ``overrides.yaml``.
+RECORD_HEADER = "# the --set overrides of this run, in order; config.yaml already includes them\n"
+
+
+def overrides_record(overrides: Sequence[str]) -> str:
+    """A new run's ``overrides.yaml``: its ``--set`` texts as a YAML list, under a comment."""
+    return RECORD_HEADER + dump(list(overrides))
+
+
+def with_resume_overrides(record: str | None, overrides: Sequence[str], resume: int,
+                          started_at: str) -> str:
+    """A run's ``overrides.yaml`` text (None: there is none yet) with the ``--set``
+    overrides of its ``resume``-th resume appended.
+
+    The file stays one YAML list, read top to bottom as the run's history: the overrides of
+    the run itself are strings; each resume adds one mapping ``{resume: N, started_at, set:
+    [...]}`` whose ``N`` and ``started_at`` are those of ``resumes[N-1]`` in
+    ``manifest.json``. The text is appended, so what the file held stays as it was.
+    """
+    text = record if record is not None else RECORD_HEADER
+    if text and not text.endswith("\n"):
+        text += "\n"
+    entry = {"resume": resume, "started_at": started_at, "set": list(overrides)}
+    note = f"# kexp resume {resume}: config.yaml includes these too\n"
+    return text + note + dump([entry])
