@@ -78,6 +78,7 @@ NOT_EXPRESSIBLE = {
     "data_fractions_sum": "arithmetic across keys (validation + test fractions < 1)",
     "env_var_shell_style": "depends on the environment",
     "env_var_unset": "depends on the environment",
+    "plugins_file_missing": "depends on the file system",
     "yaml_duplicate_flow_key": "the YAML parser keeps one of the duplicates",
     "yaml_duplicate_nested_key": "the YAML parser keeps one of the duplicates",
     "yaml_duplicate_top_key": "the YAML parser keeps one of the duplicates",
