@@ -255,6 +255,8 @@ def test_every_monitor_must_name_a_logged_value(tmp_path: Path) -> None:
         ("callbacks", 3, "WatchMetric", "monitor"): "val_loss",
         ("callbacks", 4, "EarlyStopping"): None,
     }
+    assert issues[("checkpoint", "monitor")].message.startswith(
+        "the best checkpoint monitors 'val_los', which this run does not log; it logs ")
     message = issues[("callbacks", 0, "EarlyStopping", "monitor")].message
     assert "monitors 'val_los', which this run does not log" in message
     assert "val_mean_top" in message and "val_accuracy" in message  # what it does log

@@ -197,7 +197,7 @@ def check_monitors(model: Any, arrays: Any, config: ExperimentConfig) -> None:
     issues: list[ConfigIssue] = []
     monitor = config.checkpoint.monitor
     if monitor and monitor not in names:
-        issues.append(_unlogged(("checkpoint", "monitor"), "checkpoint.monitor", monitor,
+        issues.append(_unlogged(("checkpoint", "monitor"), "the best checkpoint", monitor,
                                 True, names, config))
     scratch = Path(tempfile.gettempdir()) / "kexp-callback-check"
     for index, spec in enumerate(config.callbacks):
