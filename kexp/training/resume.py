@@ -42,7 +42,9 @@ from kexp.training.artifacts import remove_stale_temporaries, write_text
 from kexp.training.lock import RunLock
 from kexp.training.state import Position, Snapshot, load_snapshot
 
-RESUMABLE = ("running", "interrupted", "failed", "completed")
+#: ``incomplete``: trained to the end, but a model file could not be written; a resume with
+#: nothing left to train writes the final files again (kexp.training.run).
+RESUMABLE = ("running", "interrupted", "failed", "completed", "incomplete")
 
 
 def backup_dir_of(config: ExperimentConfig, run_dir: Path) -> Path:

@@ -48,7 +48,7 @@ from kexp.seeding import seed_everything
 from kexp.tf import keras
 from kexp.training.artifacts import save_final_models, write_json, write_text
 from kexp.training.callbacks import build_callbacks, check_monitors
-from kexp.training.session import Session
+from kexp.training.session import Session, resume_command
 from kexp.training.weights import weights_sha256
 from kexp.training.stages import apply_freeze, fit as fit_stages
 
@@ -369,7 +369,9 @@ def _fit_and_save(
                   highlight=False)
     if missing:
         say.print(f"the run trained to the end, but is [bold]incomplete[/bold] (manifest.json: "
-                  f"missing_artifacts); what was written is in {run_dir}", highlight=False)
+                  f"missing_artifacts); what was written is in {run_dir}. Once the cause is "
+                  f"fixed, {escape(resume_command(run_dir))} writes the missing files",
+                  highlight=False)
     else:
         say.print(f"saved: {run_dir}")
     return Run(run_dir, config, model, logs, test_metrics, status)
