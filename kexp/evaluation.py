@@ -4,8 +4,10 @@
     metrics = evaluate("model.keras", data="more_digits.npz", x="images", y="labels")
 
 With a run directory and no ``data``, the test split the run declared is used: its source,
-or exactly the held-out indices of a fraction split (``splits.npz``). A warning is printed
-when a data file the run was trained on has changed since.
+or exactly the held-out indices of a fraction split (``splits.npz``). The training source is
+read only for a fraction split; class names and the files a TFRecord glob matched come from
+the run's manifest (:class:`kexp.data.splits.Recorded`). A warning is printed when a data
+file the run was trained on has changed since.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rich.console import Console
 
 from kexp.config.schema import SplitSpec
 from kexp.data.pipeline import make_dataset
-from kexp.data.splits import load_splits
+from kexp.data.splits import Recorded, load_splits
 from kexp.display import metrics_table
 from kexp.errors import UserError
 from kexp.inputs import read_input
@@ -70,7 +72,9 @@ def evaluate(
                 f"the run's config declares no test split (data.test); pass --data FILE"
             )
         saved = _saved_indices(found.run_dir) if isinstance(config.data.test, SplitSpec) else None
-        arrays = load_splits(config.data, config.seed or 0, ("test",), saved_indices=saved).test
+        recorded = Recorded.from_manifest(manifest.data) if manifest else None
+        arrays = load_splits(config.data, config.seed or 0, ("test",), saved_indices=saved,
+                             recorded=recorded).test
         split = "test"
     if not arrays.has_labels:
         raise UserError("evaluation needs labels (give --y KEY or --label COLUMN)")

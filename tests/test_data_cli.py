@@ -90,3 +90,24 @@ def test_data_mistakes_exit_2_with_key_path_and_line(tmp_path: Path) -> None:
     assert_user_error(done, "data.train.features[1]: no column 'bill_lenght_mm'",
                       "did you mean 'bill_length_mm'", f"bad.yaml:{line}")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reads_a_test_source_without_the_training_file(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from kexp.evaluation import evaluate
+    from kexp.training.run import train
+
+    shutil.copy(DATA / "penguins_train.csv", tmp_path / "train.csv")
+    config = shipped("penguins_mlp.yaml", train={"epochs": 1}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "formats": ["keras"]})
+    config["data"]["train"]["path"] = str(tmp_path / "train.csv")
+    quiet = Console(file=open("/dev/null", "w"))
+    run = train(write_config(tmp_path / "penguins.yaml", config), out=quiet)
+    (tmp_path / "train.csv").rename(tmp_path / "elsewhere.csv")
+    said = Console(record=True, width=400, file=open("/dev/null", "w"))
+    result = evaluate(run.directory, out=said)
+    assert result["examples"] == 69
+    assert result["metrics"]["accuracy"] == pytest.approx(run.test_metrics["accuracy"])
+    assert f"{tmp_path / 'train.csv'} (missing)" in said.export_text()  # still said

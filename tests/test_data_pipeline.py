@@ -267,3 +267,79 @@ def test_a_container_memory_limit_lowers_the_share(tmp_path: Path) -> None:
     assert cgroup_limit((str(v2), str(v1))) == 2 << 30
     v2.write_text("1073741824\n")
     assert cgroup_limit((str(v2), str(v1))) == 1 << 30
+
+
+# --- fraction splits; reading a run's splits again ----------------------------------------
+
+def test_fractions_that_leave_no_training_examples_are_a_config_error(tmp_path: Path) -> None:
+    file = tmp_path / "three.csv"
+    file.write_text("a,b\n1,0\n2,1\n3,0\n")
+    data = section({"source": "csv", "path": str(file), "label": "b"},
+                   validation={"split": 0.5}, test={"split": 0.4})
+    with pytest.raises(ConfigError) as caught:
+        load_splits(data, seed=0)
+    message = str(caught.value)
+    assert message.startswith("data.validation.split: the fractions leave no training examples")
+    assert "the training source has 3, 2 for validation, 1 for test" in message
+
+
+def test_a_runs_test_source_is_read_again_without_its_training_source(tmp_path: Path) -> None:
+    from kexp.data.splits import Recorded
+
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("x,label\n1,b\n2,c\n3,a\n4,b\n")
+    test.write_text("x,label\n5,c\n6,b\n")
+    spec = {"source": "csv", "label": "label", "column_types": {"label": "string"}}
+    data = section({**spec, "path": str(train)}, validation={"split": 0.25},
+                   test={**spec, "path": str(test)})
+    trained = load_splits(data, seed=0)
+    assert trained.class_names == ["a", "b", "c"]
+    train.unlink()  # moved away since the run
+    recorded = Recorded(class_names=["c", "b", "a"])  # the run's order, whatever it was
+    again = load_splits(data, seed=0, wanted=("test",), recorded=recorded)
+    assert again.train is None and again.class_names == ["c", "b", "a"]
+    np.testing.assert_array_equal(again.test.y, [0, 1])  # ids in the run's order
+    with pytest.raises(ConfigError, match="file not found"):  # a fraction split needs train
+        load_splits(data, seed=0, wanted=("validation",), recorded=recorded)
+
+
+def write_records(file: Path, values: range) -> None:
+    from kexp.tf import tf
+
+    with tf.io.TFRecordWriter(str(file)) as writer:
+        for v in values:
+            feature = {"v": tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)])),
+                       "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[v % 2]))}
+            writer.write(tf.train.Example(
+                features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_a_fraction_split_of_a_tfrecord_glob_reads_the_files_the_run_read(tmp_path: Path) -> None:
+    from kexp.data.splits import Recorded
+    from kexp.errors import ConfigWarning
+
+    write_records(tmp_path / "part-1.tfrecord", range(0, 10))
+    write_records(tmp_path / "part-2.tfrecord", range(10, 20))
+    data = section({"source": "tfrecord", "files": str(tmp_path / "part-*.tfrecord"),
+                    "features": {"v": {"dtype": "float32"}, "y": {"dtype": "int64"}},
+                    "x": "v", "y": "y"}, test={"split": 0.3})
+    run = load_splits(data, seed=4)
+    record = run.record()
+    assert record["train"]["files"] == [str(tmp_path / f"part-{i}.tfrecord") for i in (1, 2)]
+    assert "files" not in record["test"]  # a fraction: read again from train's files
+    held_out = values(run.test)
+    recorded = Recorded.from_manifest({"splits": record, "class_names": None})
+
+    write_records(tmp_path / "part-0.tfrecord", range(100, 105))  # new, sorts first
+    with pytest.warns(ConfigWarning) as caught:
+        again = load_splits(data, seed=4, wanted=("test",), saved_indices=run.indices,
+                            recorded=recorded)
+    np.testing.assert_array_equal(values(again.test), held_out)  # not shifted by 5 records
+    message = str(caught[0].message)
+    assert message.startswith("data.train.files: ") and "now matches 3 file(s), the run read 2" in message
+    assert str(tmp_path / "part-0.tfrecord") in message and "using the run's files" in message
+    assert not np.array_equal(values(load_splits(data, seed=4, saved_indices=run.indices).test),
+                              held_out)  # what reading the glob again would have evaluated on
+    (tmp_path / "part-2.tfrecord").unlink()
+    with pytest.raises(ConfigError, match="1 of them no longer exist"):
+        load_splits(data, seed=4, wanted=("test",), saved_indices=run.indices, recorded=recorded)

@@ -65,6 +65,9 @@ class Stream:
     selection: np.ndarray | None = None
     #: How many files tf.data reads from (a file-based shard policy needs several).
     source_files: int = 1
+    #: The files a glob or list of them matched (TFRecords): recorded in the run, so that
+    #: reading it again reads these, whatever the glob matches by then. None otherwise.
+    matched_files: list[str] | None = None
     #: Estimated bytes per example in a memory cache (measured once, by memory_estimate).
     example_bytes: float | None = field(default=None, repr=False, compare=False)
 

@@ -13,18 +13,24 @@
 Before training, the files are counted (one pass over the raw records, no parsing) and the
 first record is checked against the spec: a feature it lacks, or holds as another kind, is a
 config error at ``features.<name>``. Records are then parsed and decoded in a parallel map.
+
+The files a glob matched are recorded in the run (``manifest.json``, ``splits.<split>.files``):
+a file added later would silently change a fraction split, since split indices are positions
+in the files' records. ``kexp evaluate`` reads the recorded files (:func:`pinned`) and warns
+when the glob now matches others.
 """
 
 from __future__ import annotations
 
 import glob
+import warnings
 from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import TfrecordSource
 from kexp.config.schema.data import TfrecordFeature
 from kexp.data.stream import Stream
-from kexp.errors import ConfigError, KeyPath, nearest
+from kexp.errors import ConfigError, ConfigIssue, ConfigWarning, KeyPath, nearest
 from kexp.tf import tf
 
 _KIND = {"float32": "float_list", "int64": "int64_list", "string": "bytes_list"}
@@ -42,6 +48,30 @@ def _files(spec: TfrecordSource, at: KeyPath) -> list[str]:
             raise ConfigError.single(where, f"no file matches {pattern}")
         found.extend(m for m in matches if m not in found)
     return found
+
+
+def pinned(spec: TfrecordSource, files: list[str], at: KeyPath) -> TfrecordSource:
+    """``spec`` reading exactly ``files`` (those a run read); a warning at ``<at>.files``
+    when its glob now matches a different set, a config error when one of them is gone."""
+    gone = [f for f in files if not Path(f).is_file()]
+    if gone:
+        raise ConfigError.single(
+            at + ("files",),
+            f"the run read {len(files)} file(s), and {len(gone)} of them no longer exist "
+            f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}): the data changed "
+            "since the run",
+        )
+    try:
+        now = _files(spec, at)
+    except ConfigError:
+        now = []
+    if sorted(now) != sorted(files):
+        new = [f for f in now if f not in files]
+        warnings.warn(ConfigWarning(ConfigIssue(at + ("files",), (
+            f"{spec.files} now matches {len(now)} file(s), the run read {len(files)}"
+            + (f" (not read: {', '.join(new[:3])}{', ...' if len(new) > 3 else ''})" if new else "")
+            + "; using the run's files"), severity="warning")), stacklevel=3)
+    return spec.model_copy(update={"files": list(files)})
 
 
 def _parse_spec(feature: TfrecordFeature) -> Any:
@@ -130,4 +160,5 @@ def load_tfrecord(spec: TfrecordSource, path: KeyPath, context: Any = None) -> S
     def build() -> Any:
         return records().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return Stream(build, length, spec.y is not None, list(files), source_files=len(files))
+    return Stream(build, length, spec.y is not None, list(files), source_files=len(files),
+                  matched_files=list(files))
