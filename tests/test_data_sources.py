@@ -291,10 +291,18 @@ def test_tfrecord_errors(tmp_path: Path) -> None:
 
 @pytest.fixture
 def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Keras cache (Keras reads KERAS_HOME once, at import: patch what it read)."""
+    """An empty Keras cache (Keras reads KERAS_HOME once, at import: patch what it read),
+    and no network: every download fails, as it does offline, whether or not there is one."""
+    import urllib.error
+
     from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    def offline(url: str, *args: Any, **kwargs: Any) -> None:
+        raise urllib.error.URLError("no network in this test")
 
     monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
     return tmp_path / "keras" / "datasets"
 
 
@@ -320,7 +328,16 @@ def test_keras_dataset_from_a_pre_placed_cache_file(keras_home: Path) -> None:
 def test_keras_dataset_not_cached_says_where_to_put_it(keras_home: Path) -> None:
     message = error_of({"source": "keras", "name": "mnist"})
     assert "data.train.name: keras dataset 'mnist' is not in the Keras cache" in message
+    assert "no network in this test" in message  # the patched download, not the real one
     assert str(keras_home / "mnist.npz") in message and "mnist.npz" in message
+    keras_home.mkdir(parents=True)
+    (keras_home / "mnist.npz").write_bytes(b"half a download")  # fails Keras' hash check
+    message = error_of({"source": "keras", "name": "mnist"})
+    assert (f"data.train.name: keras dataset 'mnist': {keras_home / 'mnist.npz'} was in the "
+            "Keras cache, but its hash does not match the one Keras expects") in message
+    assert "Keras removed it to download it again, which failed (" in message
+    assert not (keras_home / "mnist.npz").exists()  # as the message says
+    assert f"Put a good copy at {keras_home / 'mnist.npz'} (from https://" in message
     message = error_of({"source": "keras", "name": "imdb", "options": {"num_word": 10}})
     assert "data.train.options.num_word" in message and "did you mean 'num_words'" in message
 

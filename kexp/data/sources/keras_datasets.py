@@ -4,8 +4,10 @@
     test:  {source: keras, name: fashion_mnist, part: test}
 
 The loader itself is Keras' (``keras.datasets.<name>.load_data``): it uses the file cached in
-``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``) and downloads it otherwise. Without
-network and without the cached file, the error says which file to put where. Arrays are
+``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``) and downloads it otherwise, also when
+the cached file fails Keras' hash check (a partial or corrupted download). Without network,
+the error says which file to put where, and whether a file is there but has the wrong hash.
+Arrays are
 given as Keras returns them, except that the word-id sequences of imdb and reuters are padded
 to ``sequence_length`` so they can be batched.
 """
@@ -79,17 +81,42 @@ def _check_options(load: Any, options: dict[str, Any], at: KeyPath) -> None:
             )
 
 
-def _not_cached(name: str, exc: BaseException, at: KeyPath) -> ConfigError:
+def _archive(name: str) -> str:
+    """The file under the cache that Keras checks and downloads (cifar: the archive)."""
+    path = CACHE_LAYOUT[name][0][0]
+    return path + "_archive" if name.startswith("cifar") else path
+
+
+def _present(name: str) -> list[Path]:
+    """The dataset's files (as Keras downloads them) already in the cache."""
+    paths = CACHE_LAYOUT[name][0]
+    wanted = [_archive(name)] if name.startswith("cifar") else paths
+    return [cache_dir() / p for p in wanted if (cache_dir() / p).is_file()]
+
+
+def _not_cached(name: str, exc: BaseException, at: KeyPath, present: list[Path]) -> ConfigError:
+    """Keras could not get the files: none cached, or a cached one failed its hash check
+    (Keras downloads again only then) and the download failed."""
     paths, origins = CACHE_LAYOUT[name]
     where = cache_dir()
     wanted = "; ".join(f"{where / p} (from {o})" for p, o in zip(paths, origins * len(paths)))
     if name.startswith("cifar"):
-        wanted = (f"{where / (paths[0] + '_archive')} (the archive {origins[0]}; Keras extracts "
+        wanted = (f"{where / _archive(name)} (the archive {origins[0]}; Keras extracts "
                   f"it to {where / paths[0]})")
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if present:
+        removed = not all(p.exists() for p in present)  # Keras deletes it when it re-downloads
+        return ConfigError.single(
+            at + ("name",),
+            f"keras dataset '{name}': {', '.join(map(str, present))} was in the Keras cache, but "
+            "its hash does not match the one Keras expects (a partial or corrupted download?); "
+            + ("Keras removed it to " if removed else "Keras tried to ")
+            + f"download it again, which failed ({reason}). Put a good copy at {wanted}",
+        )
     return ConfigError.single(
         at + ("name",),
         f"keras dataset '{name}' is not in the Keras cache and could not be downloaded "
-        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). Put {wanted}",
+        f"({reason}). Put {wanted}",
     )
 
 
@@ -97,12 +124,13 @@ def load_keras_dataset(spec: KerasDatasetSource, path: KeyPath, context: Any = N
     """One half (train or test) of a ``keras.datasets`` loader's data."""
     load = getattr(keras.datasets, spec.name).load_data
     _check_options(load, spec.options, path)
+    present = _present(spec.name)  # before Keras, which may remove a file it rejects
     try:
         (x_train, y_train), (x_test, y_test) = load(**spec.options)
     except (TypeError, ValueError) as exc:
         raise ConfigError.single(path + ("options",), f"load_data refused: {exc}") from None
     except Exception as exc:  # get_file raises a bare Exception on a failed download
-        raise _not_cached(spec.name, exc, path) from None
+        raise _not_cached(spec.name, exc, path, present) from None
     x, y = (x_train, y_train) if spec.part == "train" else (x_test, y_test)
     if spec.name in _SEQUENCES:
         x = keras.utils.pad_sequences(list(x), maxlen=spec.sequence_length)
