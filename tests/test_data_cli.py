@@ -111,3 +111,30 @@ def test_evaluate_reads_a_test_source_without_the_training_file(tmp_path: Path) 
     assert result["examples"] == 69
     assert result["metrics"]["accuracy"] == pytest.approx(run.test_metrics["accuracy"])
     assert f"{tmp_path / 'train.csv'} (missing)" in said.export_text()  # still said
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_its_file_cache_resumes(tmp_path: Path) -> None:
+    """SIGKILL in epoch 1 leaves the file cache's lockfile; `kexp resume` (here from the
+    start: no state was saved yet) must not trip over it."""
+    import numpy as np
+
+    from _repro import hooked, iris, manifest, runs
+
+    rows = np.random.default_rng(0).normal(size=(3000, 4))
+    table = tmp_path / "train.csv"
+    table.write_text("sepal_length,sepal_width,petal_length,petal_width,species_id\n" + "".join(
+        ",".join(f"{v:.3f}" for v in row) + f",{i % 3}\n" for i, row in enumerate(rows)))
+    config = iris(tmp_path, train={"epochs": 1})
+    data = yaml.safe_load(config.read_text())
+    data["data"]["train"].update(path=str(table), stream=True)
+    data["data"].update(cache="file", shuffle_buffer=16)  # a full buffer would read it all
+    write_config(config, data)
+    killed = hooked("kill_at:1:3", ["train", config])
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    (run,) = runs(tmp_path / "runs")
+    assert list((run / "cache").glob("train*.lockfile"))  # epoch 1 had not cached it all
+    done = cli(["resume", run])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert manifest(run)["status"] == "completed"
+    assert not list((run / "cache").glob("*.lockfile"))
