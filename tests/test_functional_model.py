@@ -200,6 +200,34 @@ def test_an_application_keeps_weights_loaded_from_a_file(tmp_path: Path) -> None
         assert np.array_equal(mine.numpy(), theirs.numpy()), mine.path
 
 
+def test_two_identical_applications_save_and_reload_with_their_optimizer_state(
+        tmp_path: Path) -> None:
+    """Two MobileNets once gave two weights the path conv1/kernel: the optimizer's slots then
+    shared a name and the .h5 writer refused the model after training. Building the slots
+    is what training does to the optimizer, without 30 s of tracing two backbones."""
+    import numpy as np
+
+    from kexp.tf import keras
+
+    two = APPLICATION.replace(
+        "  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: backbone}",
+        "  - {name: second, application: {MobileNet: {alpha: 0.25, include_top: false, "
+        "pooling: avg}}, inputs: rgb}\n"
+        "  - {name: both, layer: Concatenate, inputs: [backbone, second]}\n"
+        "  - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: both}")
+    model = build(two)
+    model.optimizer.build(model.trainable_variables)
+    slots = [v.path for v in model.optimizer.variables]
+    assert len(set(slots)) == len(slots)
+    assert "backbone_conv1/kernel" in [w.path for w in model.weights]
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    for name in ("model.keras", "model.h5"):
+        model.save(tmp_path / name)
+        reloaded = keras.models.load_model(tmp_path / name)
+        assert np.array_equal(reloaded.predict(x, verbose=0), expected), name
+
+
 SUB_MODEL_NAMES = """
 inputs: {pixels: {shape: [8, 8, 1]}}
 graph:
