@@ -80,6 +80,55 @@ def test_csv_streamed_gives_the_same_values_as_loaded_whole() -> None:
         np.testing.assert_array_equal(got, column, err_msg=name)
 
 
+TRICKY_CSV = {  # text both readings must read alike (values, or the same error)
+    "empty lines": "a,b,s\n\n1,2,x\n\n3,4,y\n\n",
+    "crlf and empty lines": "a,b,s\r\n1,2,x\r\n\r\n3,4,y\r\n",
+    "quoted line break": 'a,b,s\n1,2,"x\ny"\n3,4,"y,z"\n',
+    "no-break spaces in a string": "a,b,s\n1,2,\u00a0x\u00a0\n 3 ,4, y \n",
+    "whole labels beyond float32": "a,b,s\n1,16777217,x\n3,4,y\n",
+    "an infinite label": "a,b,s\n1,inf,x\n3,4,y\n",
+    "digit separators": "a,b,s\n1_000,2,x\n3,4,y\n",
+    "full-width digits": "a,b,s\n\uff11\uff12,2,x\n3,4,y\n",
+    "an integer beyond int64": "a,b,s\n1,2,x\n3,4,y\n9223372036854775808,0,z\n",
+}
+
+
+@pytest.mark.parametrize("case", list(TRICKY_CSV))
+def test_csv_streamed_and_loaded_agree_on_tricky_text(case: str, tmp_path: Path) -> None:
+    file = tmp_path / "t.csv"
+    file.write_bytes(TRICKY_CSV[case].encode())
+    spec = {"source": "csv", "path": str(file), "label": "b",
+            "column_types": {"s": "string", "a": "integer" if "int64" in case else "numeric"}}
+
+    def reading(stream: bool) -> Any:
+        try:
+            x, y = read({**spec, "stream": stream}).head(100)
+        except ConfigError as exc:
+            return str(exc)
+        strings = [v.decode() if isinstance(v, bytes) else str(v) for v in x["s"].ravel()]
+        return x["a"].ravel().tolist(), strings, y.tolist(), str(y.dtype)
+
+    loaded, streamed = reading(False), reading(True)
+    assert streamed == loaded
+    if case in ("digit separators", "full-width digits"):
+        assert "column 'a' is not a number" in loaded and "no '_' separators" in loaded
+    if case == "an integer beyond int64":
+        assert "line 4, column 'a' is not an integer (int64)" in loaded
+    if case == "whole labels beyond float32":
+        assert loaded[2:] == ([16777217, 4], "int64")
+    if case == "no-break spaces in a string":
+        assert loaded[1] == ["\u00a0x\u00a0", "y"]  # ASCII spaces trimmed, as TF trims
+
+
+def test_a_streamed_csv_with_empty_lines_and_quoted_line_breaks_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "t.csv"
+    file.write_text('a,b,s\n1,2,"x\ny"\n\n3,4,y\n')
+    spec = {"source": "csv", "path": str(file), "label": "b", "column_types": {"s": "string"}}
+    assert len(read(spec)) == 2  # loaded whole, Python's csv reader takes both
+    assert ("data.train.path: t.csv line 4 is empty, and a quoted field spans lines (line 3)"
+            in error_of({**spec, "stream": True}))
+
+
 def test_csv_all_numeric_features_are_one_matrix(tmp_path: Path) -> None:
     arrays = read({"source": "csv", "path": str(DATA / "iris_train.csv"), "label": "species_id",
                    "features": ["sepal_length", "petal_width"]})

@@ -168,6 +168,37 @@ def _named(value: Any, key: str) -> list[tuple[KeyPath, str]]:
     return [((key, i), col) for i, col in enumerate(value)]
 
 
+#: The whitespace trimmed around a cell: ASCII only, as ``tf.strings.strip`` trims in the
+#: streamed reading (Python's ``str.strip`` would also trim a no-break space).
+SPACE = " \t\n\v\f\r"
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def parse_number(cell: str, kind: str) -> int | float | None:
+    """A numeric cell's value, or None when it is not one.
+
+    Only text that Python and ``tf.strings.to_number`` (the streamed reading) read alike:
+    Python also takes ``1_000``, non-ASCII digits (``１２``) and integers beyond int64, which
+    TensorFlow refuses, so they are refused here too.
+    """
+    if not cell.isascii() or "_" in cell:
+        return None
+    try:
+        value = int(cell) if kind == "integer" else float(cell)
+    except ValueError:
+        return None
+    if kind == "integer" and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+        return None
+    return value
+
+
+def whole_numbers(values: Any) -> bool:
+    """Whether numeric labels are all finite whole numbers (then read as int64 class ids)."""
+    y = np.asarray(values, dtype=np.float64)
+    return bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+
+
 class CellReader:
     """Turns the text of one cell into its value, with the rules shared by both readings."""
 
@@ -181,7 +212,7 @@ class CellReader:
         )
 
     def value(self, cell: str, column: str, line: int) -> Any:
-        cell = cell.strip()
+        cell = cell.strip(SPACE)
         kind = self.plan.types[column]
         if cell in self.na:
             if column not in self.plan.spec.fill:
@@ -193,13 +224,15 @@ class CellReader:
             return self.fill(column)
         if kind == "string":
             return cell
-        try:
-            return int(cell) if kind == "integer" else float(cell)
-        except ValueError:
+        number = parse_number(cell, kind)
+        if number is None:
             hint = (f"; if it holds categories, declare "
                     f"{format_path(self.plan.at + ('column_types', column))}: string")
-            word = "an integer" if kind == "integer" else "a number"
-            raise self.error(line, column, f"is not {word}: {cell!r}{hint}") from None
+            if "_" in cell or not cell.isascii():
+                hint = "; write it with ASCII digits and no '_' separators"
+            word = "an integer (int64)" if kind == "integer" else "a number"
+            raise self.error(line, column, f"is not {word}: {cell!r}{hint}")
+        return number
 
     def fill(self, column: str) -> Any:
         value = self.plan.spec.fill[column]
@@ -284,11 +317,11 @@ def _column(values: list[Any], kind: str, dtype: str = "float32") -> np.ndarray:
 
 
 def _label(values: list[Any], kind: str) -> np.ndarray:
-    """One label column: whole numbers as int64 (class ids), other numbers float32."""
-    y = _column(values, kind)
-    if kind == "numeric" and np.all(y == np.round(y)):
-        y = y.astype("int64")
-    return y
+    """One label column: whole numbers as int64 (class ids, from float64 so that large ones
+    stay exact), other numbers float32."""
+    if kind == "numeric" and whole_numbers(values):
+        return np.asarray(values, dtype=np.float64).astype("int64")
+    return _column(values, kind)
 
 
 def to_arrays(plan: Plan, values: dict[str, list[Any]], known: list[str] | None) -> Arrays:

@@ -6,10 +6,18 @@ a bad cell is a config error with its line before training rather than a TensorF
 the middle of an epoch; it keeps nothing but the count and the label names. tf.data then reads
 every selected column as text and converts it in a parallel map, exactly as Python did
 (numbers parsed as float64, then cast), so both readings give equal values.
+
+``CsvDataset`` fails on an empty line, which Python's csv reader skips (a file ending in a
+blank line is common). When the scan finds one, the file is read line by line instead
+(``TextLineDataset``, empty lines dropped, ``tf.io.decode_csv``), which gives the same
+records unless a quoted field spans lines; a file with both is refused, naming the empty line.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from kexp.data.sources.csv import CellReader, Plan, _rows_checked, label_vocabulary
@@ -18,32 +26,77 @@ from kexp.errors import ConfigError
 from kexp.tf import tf
 
 
-def _scan(plan: Plan) -> tuple[int, list[str], dict[str, bool]]:
-    """Rows, string label values seen, and which numeric label columns are whole numbers."""
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass
+class Scan:
+    """What the validating pass learned about a csv file."""
+
+    rows: int = 0
+    #: String label values seen.
+    labels: set[str] = field(default_factory=set)
+    #: Per numeric label column: all finite whole numbers (read as int64 class ids).
+    whole: dict[str, bool] = field(default_factory=dict)
+    #: Line of the first empty line between records (CsvDataset cannot skip it), or None.
+    empty_line: int | None = None
+    #: Line of the first record with a quoted line break in a field, or None.
+    multiline: int | None = None
+
+
+def _scan(plan: Plan) -> Scan:
+    """Check every row with the in-memory rules, and learn what :func:`stream_csv` needs."""
     reader = CellReader(plan)
     wanted = list(dict.fromkeys((*plan.features, *plan.labels)))
     where = {c: plan.index(c) for c in wanted}
-    rows = 0
-    labels: set[str] = set()
-    whole = {c: True for c in plan.labels if plan.types[c] == "numeric"}
+    scan = Scan(whole={c: True for c in plan.labels if plan.types[c] == "numeric"})
+    previous = 1 if plan.spec.header else 0  # the line the last record ended on
     with plan.file.open(newline="", encoding="utf-8") as handle:
         for line, row in _rows_checked(plan, handle):
-            rows += 1
+            scan.rows += 1
+            breaks = sum(len(_LINE_BREAK.findall(cell)) for cell in row)
+            if breaks and scan.multiline is None:
+                scan.multiline = line
+            if line - breaks - previous > 1 and scan.empty_line is None:
+                scan.empty_line = previous + 1
+            previous = line
             for c in wanted:
                 value = reader.value(row[where[c]], c, line)
                 if plan.string_label and c == plan.labels[0]:
-                    labels.add(value)
-                elif whole.get(c) and value != round(value):
-                    whole[c] = False
-    if not rows:
+                    scan.labels.add(value)
+                elif scan.whole.get(c) and not (math.isfinite(value) and value == round(value)):
+                    scan.whole[c] = False
+    if not scan.rows:
         raise ConfigError.single(plan.at + ("path",), f"{plan.file.name} has no data rows")
-    return rows, sorted(labels), whole
+    if scan.empty_line is None and previous and _ends_with_empty_line(plan, previous):
+        scan.empty_line = previous + 1
+    if scan.empty_line is not None and scan.multiline is not None:
+        raise ConfigError.single(
+            plan.at + ("path",),
+            f"{plan.file.name} line {scan.empty_line} is empty, and a quoted field spans lines "
+            f"(line {scan.multiline}): a streamed csv can have one or the other; remove the "
+            "empty line(s)",
+        )
+    return scan
+
+
+def _ends_with_empty_line(plan: Plan, last: int) -> bool:
+    """Whether an empty line follows the last record (the csv reader skips it unreported):
+    the file ends with two line breaks in a row."""
+    with plan.file.open("rb") as handle:
+        handle.seek(max(0, plan.file.stat().st_size - 8))
+        tail = handle.read()
+    for end in (b"\r\n", b"\n", b"\r"):
+        if tail.endswith(end):
+            return tail[: -len(end)].endswith((b"\n", b"\r"))
+    return False
 
 
 def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
     """A :class:`Stream` over a validated csv file."""
-    rows, seen, whole = _scan(plan)
-    class_names = label_vocabulary(seen, plan, known) if plan.string_label else None
+    scan = _scan(plan)
+    rows, whole = scan.rows, scan.whole
+    class_names = label_vocabulary(sorted(scan.labels), plan, known) if plan.string_label else None
     spec = plan.spec
     wanted = list(dict.fromkeys((*plan.features, *plan.labels)))
     selected = sorted({plan.index(c) for c in wanted})  # CsvDataset wants ascending indices
@@ -94,15 +147,21 @@ def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
             y = tf.cast(tf.stack([cell(cells, c) for c in plan.labels]), tf.float32)
         return x, y
 
+    defaults = [tf.constant("", dtype=tf.string)] * len(selected)
+
+    def records() -> Any:
+        if scan.empty_line is None:
+            return tf.data.experimental.CsvDataset(
+                str(plan.file), record_defaults=defaults, header=spec.header,
+                field_delim=spec.delimiter, select_cols=selected,
+            )
+        lines = tf.data.TextLineDataset(str(plan.file)).skip(1 if spec.header else 0)
+        lines = lines.filter(lambda text: tf.logical_not(tf.strings.regex_full_match(text, "\r?")))
+        return lines.map(lambda text: tuple(tf.io.decode_csv(
+            text, record_defaults=defaults, field_delim=spec.delimiter, select_cols=selected)))
+
     def build() -> Any:
-        dataset = tf.data.experimental.CsvDataset(
-            str(plan.file),
-            record_defaults=[tf.constant("", dtype=tf.string)] * len(selected),
-            header=spec.header,
-            field_delim=spec.delimiter,
-            select_cols=selected,
-        )
-        return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return records().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     return Stream(build, rows, bool(plan.labels), [str(plan.file)], class_names)
 
