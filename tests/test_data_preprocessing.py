@@ -139,6 +139,8 @@ def test_text_folder_with_text_vectorization_and_integer_ids(tmp_path: Path) -> 
     assert {"bad", "good", "day"} <= set(vocabulary)
     columns = predict(run.directory, tmp_path / "texts")
     assert set(columns["predicted_label"]) <= {"neg", "pos"} and len(columns["prob_neg"]) == 6
+    assert [Path(f).relative_to(tmp_path / "texts").as_posix() for f in columns["file"]] == [
+        f"{label}/{i}.txt" for label in ("neg", "pos") for i in range(3)]  # as image folders
 
     table = tmp_path / "ids.csv"
     table.write_text("shop,amount,bought\n" + "".join(

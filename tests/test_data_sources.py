@@ -186,6 +186,26 @@ def test_npz_members_are_memory_mapped_when_stored(tmp_path: Path) -> None:
     np.testing.assert_array_equal(arrays.x, np.arange(4.0))
 
 
+@pytest.mark.parametrize("mmap", [True, False])
+def test_npz_file_is_closed_after_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          mmap: bool) -> None:
+    import kexp.data.sources.npz as npz_source
+
+    opened = []
+    real_load = np.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        opened.append(real_load(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(npz_source.np, "load", load)
+    np.savez(tmp_path / "d.npz", x=np.arange(6.0).reshape(3, 2), y=np.arange(3))
+    arrays = read({"source": "npz", "path": str(tmp_path / "d.npz"), "mmap": mmap})
+    (archive,) = opened
+    assert archive.fid is None and archive.zip is None  # NpzFile.close() was called
+    np.testing.assert_array_equal(arrays.x[2], [4.0, 5.0])  # still readable afterwards
+
+
 def test_npy_files_are_memory_mapped(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.ones((5, 3), np.float32))
     np.save(tmp_path / "y.npy", np.arange(5))
@@ -273,6 +293,8 @@ def test_text_dir_reads_one_folder_per_class(tmp_path: Path) -> None:
     assert stream.class_names == ["neg", "pos"]
     assert [t.decode() for t in x] == ["bad", "awful", "good", "great", "fine"]
     np.testing.assert_array_equal(y, [0, 0, 1, 1, 1])
+    assert [Path(n).read_text() for n in stream.names] == [t.decode() for t in x]
+    assert [Path(n).read_text() for n in stream.take(np.array([1, 3])).names] == ["awful", "great"]
 
 
 # --- tfrecord --------------------------------------------------------------------------------

@@ -83,9 +83,11 @@ def _select(archive: Any, keys: Any, key_path: KeyPath, path: Path, mmap: bool =
 def load_npz(spec: NpzSource, path: KeyPath, context: Any = None) -> Arrays:
     """Features and labels from the keys ``spec.x`` / ``spec.y`` of one .npz file."""
     file = Path(spec.path)
-    archive = _open_npz(file, path, spec.mmap)
-    x = _select(archive, spec.x, path + ("x",), file, spec.mmap)
-    y = None if spec.y is None else _select(archive, spec.y, path + ("y",), file, spec.mmap)
+    # closed once the arrays are out: members are read whole, or mapped through their own
+    # handle (mmap_member), so nothing keeps the file open
+    with _open_npz(file, path, spec.mmap) as archive:
+        x = _select(archive, spec.x, path + ("x",), file, spec.mmap)
+        y = None if spec.y is None else _select(archive, spec.y, path + ("y",), file, spec.mmap)
     return Arrays(x, y, [str(file)]).check(path)
 
 

@@ -6,7 +6,8 @@
 Listing and labelling are ``keras.utils.text_dataset_from_directory``'s (unbatched and
 unshuffled; kexp's pipeline does both, seeded). Each example is one string; a
 ``TextVectorization`` in ``data.preprocessing`` (adapted on the training split, saved in the
-model) turns it into token ids.
+model) turns it into token ids. Each example's file is known (``Stream.names``), so
+``kexp predict`` on a folder of texts says which file each prediction is for.
 """
 
 from __future__ import annotations
@@ -42,10 +43,31 @@ def text_stream(
     except ValueError as exc:
         raise ConfigError.single(at + ("path",), f"{directory}: {exc}") from None
     class_names = getattr(dataset, "class_names", None)
+    length = count(dataset)
+    files = _listing(directory, spec, labels=labels, class_names=class_names)
     return Stream(
-        lambda: dataset, count(dataset), labels, [str(directory)],
+        lambda: dataset, length, labels, [str(directory)],
         list(class_names) if labels and class_names else None,
+        names=files if files is not None and len(files) == length else None,
     )
+
+
+def _listing(directory: Path, spec: TextDirSource, *, labels: bool,
+             class_names: list[str] | None) -> list[str] | None:
+    """The file of each text, in the dataset's order: Keras' own listing with the arguments
+    ``text_dataset_from_directory`` passes it (unlike the image loader, the text loader does
+    not expose ``file_paths``). None if that internal function is not there."""
+    try:
+        from keras.src.utils.dataset_utils import index_directory
+
+        files, _, _ = index_directory(
+            str(directory), "inferred" if labels else None, formats=(".txt",),
+            class_names=class_names if labels else None, shuffle=False,
+            follow_links=spec.follow_links, verbose=False,
+        )
+    except (ImportError, TypeError, ValueError):
+        return None
+    return [str(f) for f in files]
 
 
 def load_text_dir(spec: TextDirSource, path: KeyPath, context: Any = None) -> Stream:
