@@ -213,6 +213,20 @@ def test_missing_tpu_stops_the_cli_with_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "experiments").exists()
 
 
+def test_unreachable_tpu_address_is_a_config_error_in_seconds(tmp_path: Path) -> None:
+    """TensorFlow alone waits > 12 minutes (deaf to Ctrl-C) for a TPU that is not there."""
+    import time
+
+    port = free_port()  # closed again: nothing listens there
+    path = iris(tmp_path)
+    start = time.monotonic()
+    done = cli(["train", path, "--set", f"hardware.tpu=grpc://127.0.0.1:{port}"], timeout=180)
+    assert time.monotonic() - start < 120  # TensorFlow's import is most of it
+    assert_user_error(done, "hardware.tpu", f"no TPU at 'grpc://127.0.0.1:{port}'",
+                      f"cannot connect to 127.0.0.1:{port} (Connection refused)")
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_keras_20585_patch_delegates_outside_multi_worker() -> None:
     from keras.src.backend.tensorflow import trainer
 

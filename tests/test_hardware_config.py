@@ -250,6 +250,79 @@ def test_tpu_that_cannot_be_resolved_is_a_config_error() -> None:
     assert "cannot resolve the TPU 'no-such-tpu-name'" in str(info.value)
 
 
+_TPU_VARIABLES = ("KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_NAME", "TPU_CONFIG")
+
+
+@pytest.mark.parametrize("hardware, path", [
+    ({"accelerator": "tpu"}, ("hardware", "accelerator")),
+    ({"strategy": "tpu"}, ("hardware", "strategy")),
+])
+def test_tpu_asked_for_with_none_visible_or_named(monkeypatch: pytest.MonkeyPatch,
+                                                  hardware: dict, path: tuple) -> None:
+    from kexp.hardware.tpu import connect
+
+    for name in _TPU_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as info:
+        connect(HardwareSection(**hardware))
+    issue = info.value.issues[0]
+    assert issue.path == path  # the key the user set, not one they did not
+    assert "asked for, but no TPU is visible (TensorFlow sees 0 GPU(s) and 0 TPU(s))" \
+        in issue.message
+    assert "hardware.tpu is not set, nor TPU_NAME" in issue.message
+    assert "Please provide a TPU Name" not in issue.message
+
+
+def _never(why: str) -> Any:
+    def called(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"must not be reached: {why}")
+    return called
+
+
+def test_tpu_named_by_the_environment_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kexp.hardware.tpu import connect
+    from kexp.tf import tf
+
+    for name in _TPU_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TPU_NAME", "grpc://127.0.0.1:1")  # nothing listens on port 1
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster",
+                        _never("TensorFlow waits for it without a deadline"))
+    with pytest.raises(ConfigError) as info:
+        connect(HardwareSection(accelerator="tpu"))
+    assert info.value.issues[0].path == ("hardware", "accelerator")
+    assert "no TPU at TPU_NAME='grpc://127.0.0.1:1': cannot connect to 127.0.0.1:1" \
+        in str(info.value)
+
+
+def test_tpu_address_must_answer_as_a_grpc_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before TensorFlow connects: TF would wait for it without a deadline."""
+    import socket
+    import time
+
+    from kexp.hardware import tpu
+    from kexp.tf import tf
+
+    monkeypatch.setattr(tpu, "REACH_TIMEOUT_S", 1.0)
+    with socket.socket() as listener:  # accepts TCP connections, never speaks HTTP/2
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        task = f"127.0.0.1:{listener.getsockname()[1]}"
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec({"worker": [task]}), task_type="worker", task_id=0)
+        start = time.monotonic()
+        with pytest.raises(ConfigError) as info:
+            tpu._check_reachable(resolver, ("hardware", "tpu"), f"'grpc://{task}'")
+        assert time.monotonic() - start < 10
+    assert f"{task} accepts connections but does not answer as a gRPC server within 1 s" \
+        in str(info.value)
+    server = tf.distribute.Server.create_local_server()  # a real gRPC server answers
+    task = server.target.removeprefix("grpc://")
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": [task]}), task_type="worker", task_id=0)
+    tpu._check_reachable(resolver, ("hardware", "tpu"), task)
+
+
 # --------------------------------------------------------------------------- GPUs
 Device = namedtuple("Device", "name device_type")
 Logical = namedtuple("Logical", "memory_limit", defaults=(None,))

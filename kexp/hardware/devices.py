@@ -52,7 +52,9 @@ def _apply(path: tuple, action: Callable[[], None], already: Callable[[], bool])
             raise ConfigError.single(("hardware",) + path, _STARTED) from None
 
 
-def _seen(api: Any) -> str:
+def seen(api: Any = None) -> str:
+    """What TensorFlow sees, for messages: ``TensorFlow sees 0 GPU(s) and 0 TPU(s)``."""
+    api = api or _default_api()
     gpus = [d.name for d in api.list_physical_devices("GPU")]
     tpus = [d.name for d in api.list_physical_devices("TPU")]
     return f"TensorFlow sees {len(gpus)} GPU(s){': ' + ', '.join(gpus) if gpus else ''} and {len(tpus)} TPU(s)"
@@ -65,7 +67,7 @@ def _select_gpus(hardware: HardwareSection, api: Any) -> list[Any]:
 
         raise ConfigError.single(
             ("hardware", "accelerator"),
-            f"'gpu' asked for, but no GPU is visible ({_seen(api)}; TensorFlow built with "
+            f"'gpu' asked for, but no GPU is visible ({seen(api)}; TensorFlow built with "
             f"CUDA: {tf.test.is_built_with_cuda()}). Use 'auto' or 'cpu' to train on the CPU",
         )
     if hardware.accelerator == "cpu":
@@ -74,13 +76,13 @@ def _select_gpus(hardware: HardwareSection, api: Any) -> list[Any]:
         if not physical:
             raise ConfigError.single(
                 ("hardware", "gpus"),
-                f"GPUs {hardware.gpus} asked for, but no GPU is visible ({_seen(api)})",
+                f"GPUs {hardware.gpus} asked for, but no GPU is visible ({seen(api)})",
             )
         issues = [i for i in hardware.gpus if i >= len(physical)]
         if issues:
             raise ConfigError.single(
                 ("hardware", "gpus", hardware.gpus.index(issues[0])),
-                f"there is no GPU {issues[0]}: {_seen(api)} (indices 0..{len(physical) - 1})",
+                f"there is no GPU {issues[0]}: {seen(api)} (indices 0..{len(physical) - 1})",
             )
         selected = [physical[i] for i in dict.fromkeys(hardware.gpus)]
     else:
