@@ -280,6 +280,20 @@ def test_strategy_report_sees_the_cluster_of_tf_config() -> None:
     assert "XLA (jit_compile): usable" in text.getvalue()
 
 
+def test_strategy_report_sees_a_slurm_job_step() -> None:
+    from kexp.hardware.report import render_hardware, strategy_report
+
+    env = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[1-2]"}
+    report = strategy_report(env=env)
+    assert report["auto"] == {"strategy": "multi_worker_mirrored", "replicas": 2}
+    assert report["slurm"] == {"tasks": 2, "task": 1, "nodes": "node[1-2]"}
+    text = io.StringIO()
+    render_hardware(report, Console(file=text, width=120))
+    assert "multi_worker_mirrored (auto)" in text.getvalue()
+    assert "Slurm job step: 2 task(s) on node[1-2], this is task 1" in text.getvalue()
+    assert strategy_report(env={})["slurm"] is None
+
+
 def test_env_report_cli_includes_the_strategies() -> None:
     done = cli(["env-report", "--json"])
     assert done.returncode == 0, done.stderr

@@ -184,6 +184,38 @@ def test_slurm_job_step(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (info.task_type, info.task_id, info.is_chief) == ("worker", 1, False)
 
 
+SLURM_STEP = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2",
+              "SLURM_STEP_NODELIST": "node[07-08]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
+
+
+@pytest.mark.parametrize("env, expected", [
+    (SLURM_STEP, "multi_worker_mirrored"),  # srun -n 2 kexp train
+    ({**SLURM_STEP, "SLURM_STEP_NUM_TASKS": "1"}, "auto"),  # srun -n 1: one worker
+    # a batch script itself (sbatch -n 2, no srun): one process, no job step
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_NODELIST": "node07"}, "auto"),
+    # TF_CONFIG comes first, as in resolve_cluster
+    ({**SLURM_STEP, "TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]},
+                                             "task": {"type": "worker", "index": 0}})}, "auto"),
+])
+def test_auto_strategy_sees_a_slurm_job_step(monkeypatch: pytest.MonkeyPatch, env: dict,
+                                            expected: str) -> None:
+    import os
+
+    from kexp.hardware.cluster import resolve_cluster
+    from kexp.hardware.strategy import choose
+
+    for key in [k for k in os.environ if k.startswith("SLURM_") or k == "TF_CONFIG"]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():  # TensorFlow's Slurm resolver reads os.environ
+        monkeypatch.setenv(key, value)
+    assert choose(HardwareSection(), env=env) == expected
+    resolved = resolve_cluster(ClusterSection(), accelerator="cpu", env=env)
+    if expected == "multi_worker_mirrored":  # and the cluster it joins is the job step's
+        assert resolved is not None and resolved.source == "slurm"
+    else:
+        assert resolved is None or resolved.num_workers == 1
+
+
 def test_scratch_directories_are_private_and_removed() -> None:
     from kexp.hardware.cluster import ClusterInfo, release, scratch_root
 

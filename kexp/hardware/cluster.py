@@ -6,8 +6,15 @@ Three sources, the first that applies wins (``hardware.cluster.resolver: auto``)
   ``hardware.cluster.task_index`` or the ``KEXP_TASK_INDEX`` environment variable (so every
   worker can share one config file);
 * ``TF_CONFIG`` in the environment, TensorFlow's own convention;
-* a Slurm job step of several tasks (``SLURM_PROCID``, ``SLURM_STEP_NODELIST``, ...), through
-  TensorFlow's ``SlurmClusterResolver``.
+* a Slurm job step of several tasks (``srun -n N``: ``SLURM_PROCID``,
+  ``SLURM_STEP_NUM_TASKS``, ``SLURM_STEP_NODELIST``, ...), through TensorFlow's
+  ``SlurmClusterResolver``. Only a job *step* counts: a batch script's own environment
+  (``sbatch -n 4`` without ``srun``) says ``SLURM_NTASKS=4`` but runs one process, which
+  would wait forever for three peers.
+
+``strategy: auto`` applies the same order (:func:`several_workers`), so ``srun -n 2 kexp
+train`` trains one model on two workers instead of two unrelated models that both write
+their run directory as the chief.
 
 Every source becomes a ``tf.distribute.cluster_resolver.ClusterResolver``; kexp never talks to
 the other workers itself, ``MultiWorkerMirroredStrategy`` does.
@@ -94,6 +101,23 @@ def _slurm_tasks(env: Mapping[str, str]) -> int:
         return int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 0)
     except ValueError:
         return 0
+
+
+def slurm_step(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The Slurm job step this process is a task of (``srun``), or None outside one."""
+    env = os.environ if env is None else env
+    if "SLURM_PROCID" not in env or not env.get("SLURM_STEP_NUM_TASKS"):
+        return None
+    try:
+        tasks, task = int(env["SLURM_STEP_NUM_TASKS"]), int(env["SLURM_PROCID"])
+    except ValueError:
+        return None
+    return {"tasks": tasks, "task": task, "nodes": env.get("SLURM_STEP_NODELIST")}
+
+
+def _slurm_workers(env: Mapping[str, str]) -> bool:
+    step = slurm_step(env)
+    return step is not None and step["tasks"] > 1
 
 
 def _from_workers(section: ClusterSection, env: Mapping[str, str]) -> ClusterInfo:
@@ -187,7 +211,7 @@ def resolve_cluster(
             source = "workers"
         elif tf_config(env) is not None:
             source = "tf_config"
-        elif "SLURM_PROCID" in env and _slurm_tasks(env) > 1:
+        elif _slurm_workers(env):
             source = "slurm"
         else:
             return None
@@ -221,6 +245,8 @@ def several_workers(section: ClusterSection, env: Mapping[str, str] | None = Non
         value = tf_config(env)
         if value is not None:
             return sum(len(v) for k, v in value["cluster"].items() if k in ("chief", "worker")) > 1
+    if section.resolver == "auto":  # the order of resolve_cluster
+        return _slurm_workers(env)
     if section.resolver == "slurm":
         return _slurm_tasks(env) > 1
     return False

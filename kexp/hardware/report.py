@@ -1,7 +1,7 @@
 """What each strategy would see on this machine, for ``kexp env-report``.
 
-Nothing here connects anywhere: the multi-worker line reads ``TF_CONFIG`` (it does not start
-a server) and the TPU line lists the TPUs TensorFlow already sees (it does not initialise
+Nothing here connects anywhere: the multi-worker line reads ``TF_CONFIG`` or the Slurm job
+step's variables (it does not start a server) and the TPU line lists the TPUs TensorFlow already sees (it does not initialise
 one). XLA and mixed precision are tried for real on a tiny computation, and the speedup
 column says whether the hardware has fast 16-bit units (float16: a GPU of compute capability
 7.0 or newer; bfloat16: compute capability 8.0, a TPU, or a CPU with AVX512-BF16/AMX).
@@ -76,21 +76,28 @@ def _mirrored(tf: Any, gpus: list[str], cpus: list[str]) -> dict[str, Any]:
             "devices": [str(d) for d in strategy.extended.worker_devices], "note": ""}
 
 
-def _multi_worker(cluster: dict[str, Any] | None, local: list[str]) -> dict[str, Any]:
-    if cluster is None:
-        return {"name": "multi_worker_mirrored", "replicas": len(local), "devices": local,
-                "note": "no TF_CONFIG: a single worker (set TF_CONFIG or hardware.cluster)"}
-    jobs = cluster["cluster"]
-    workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
-    task = cluster.get("task", {})
-    return {"name": "multi_worker_mirrored", "replicas": workers * len(local), "devices": local,
-            "note": f"TF_CONFIG: {workers} worker(s), this is {task.get('type')} "
-                    f"{task.get('index')} (assuming every worker has these local devices)"}
+def _multi_worker(cluster: dict[str, Any] | None, slurm: dict[str, Any] | None,
+                  local: list[str]) -> dict[str, Any]:
+    entry = {"name": "multi_worker_mirrored", "devices": local}
+    if cluster is not None:
+        jobs = cluster["cluster"]
+        workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
+        task = cluster.get("task", {})
+        note = f"TF_CONFIG: {workers} worker(s), this is {task.get('type')} {task.get('index')}"
+    elif slurm is not None and slurm["tasks"] > 1:
+        workers = slurm["tasks"]
+        note = f"Slurm job step: {workers} tasks, this is task {slurm['task']}"
+    else:
+        return {**entry, "replicas": len(local),
+                "note": "no TF_CONFIG or Slurm job step: a single worker (set TF_CONFIG or "
+                        "hardware.cluster, or start with srun -n N)"}
+    return {**entry, "replicas": workers * len(local),
+            "note": note + " (assuming every worker has these local devices)"}
 
 
 def strategy_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The record ``kexp env-report`` prints: strategies, auto's choice, cluster, XLA, precision."""
-    from kexp.hardware.cluster import tf_config
+    from kexp.hardware.cluster import slurm_step, tf_config
     from kexp.hardware.devices import Devices
     from kexp.hardware.strategy import choose
     from kexp.tf import tf
@@ -110,7 +117,7 @@ def strategy_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         {"name": "default", "replicas": 1, "devices": [first], "note": "no distribution"},
         {"name": "one_device", "replicas": 1, "devices": [first], "note": ""},
         _mirrored(tf, gpus, cpus),
-        _multi_worker(cluster, gpus or cpus[:1]),
+        _multi_worker(cluster, slurm_step(env), gpus or cpus[:1]),
         {"name": "tpu", "replicas": len(tpus), "devices": tpus,
          "note": "" if tpus else "no TPU visible (set hardware.tpu to connect to one)"},
     ]
@@ -120,6 +127,7 @@ def strategy_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "strategies": strategies,
         "auto": {"strategy": auto, "replicas": auto_replicas},
         "tf_config": cluster if cluster_error is None else {"error": cluster_error},
+        "slurm": slurm_step(env),
         "xla": _xla(tf),
         "mixed_precision": _precision(tf, tpus),
     }
@@ -152,6 +160,10 @@ def render_hardware(report: Mapping[str, Any], console: Any) -> None:
     console.print(table)
     cluster = report.get("tf_config")
     console.print(f"TF_CONFIG: {cluster if cluster else 'not set'}", markup=False)
+    slurm = report.get("slurm")
+    if slurm:
+        console.print(f"Slurm job step: {slurm['tasks']} task(s) on {slurm.get('nodes') or '-'},"
+                      f" this is task {slurm['task']}", markup=False)
     xla = report.get("xla") or {}
     console.print(f"XLA (jit_compile): {'usable' if xla.get('usable') else 'not usable'}"
                   f" ({xla.get('why', '-')})", markup=False)

@@ -3,8 +3,8 @@
 ``strategy: auto`` picks, in order:
 
 * ``tpu`` when a TPU is asked for (``accelerator: tpu`` or a ``tpu:`` address);
-* ``multi_worker_mirrored`` when ``TF_CONFIG`` or ``hardware.cluster.workers`` describe
-  several workers;
+* ``multi_worker_mirrored`` when ``hardware.cluster.workers``, ``TF_CONFIG`` or a Slurm job
+  step (``srun -n N``) describe several workers;
 * ``mirrored`` over all GPUs when there are several (or over the logical CPUs when
   ``cpu_devices`` split the CPU);
 * ``one_device`` on the GPU when there is one;
