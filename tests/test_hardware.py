@@ -252,11 +252,32 @@ def test_keras_20585_patch_delegates_outside_multi_worker() -> None:
     assert trainer.reduce_per_replica is original and keras_20585.installed() == ()
 
 
-def test_fixed_keras_version_turns_the_patch_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kexp.hardware import keras_20585
+def test_fixed_keras_version_turns_each_half_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keras.src.backend.tensorflow import trainer
 
-    monkeypatch.setattr(keras_20585, "FIXED_IN", (3, 16))
-    assert keras_20585.needed("3.15.1") and not keras_20585.needed("3.16.0")
+    from kexp.hardware import keras_20585
+    from kexp.tf import keras
+
+    monkeypatch.setattr(keras_20585, "FIXED_IN", {"symbolic_build": None, "reduce": (3, 16)})
+    assert keras_20585.needed("3.15.1", "reduce") and not keras_20585.needed("3.16.0", "reduce")
+    assert keras_20585.needed("3.16.0", "symbolic_build") and keras_20585.needed("3.16.0")
+    monkeypatch.setattr(keras_20585, "FIXED_IN", {"symbolic_build": (3, 16), "reduce": (3, 16)})
+    assert not keras_20585.needed("3.16.0") and keras_20585.needed("3.15.1")
+
+    # upstream fixed one half in the installed version: only the other one is patched
+    major, minor = keras_20585._version(keras.__version__)
+    monkeypatch.setattr(keras_20585, "FIXED_IN", {"symbolic_build": None,
+                                                  "reduce": (major, minor)})
+    original = trainer.reduce_per_replica
+    try:
+        assert keras_20585.install()
+        assert keras_20585.installed() == ("symbolic_build",)
+        assert trainer.reduce_per_replica is original
+    finally:
+        keras_20585.uninstall()
+    monkeypatch.setattr(keras_20585, "FIXED_IN", {"symbolic_build": (major, minor),
+                                                  "reduce": (major, minor)})
+    assert not keras_20585.install() and keras_20585.installed() == ()
 
 
 def test_strategy_report_sees_the_cluster_of_tf_config() -> None:

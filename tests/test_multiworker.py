@@ -3,9 +3,11 @@
 1. ``kexp`` trains the same config (``hardware.cluster.workers`` + ``KEXP_TASK_INDEX``, no
    seed: the chief's is shared) in both workers; both finish with identical weights, only the
    chief leaves a run directory, and its artifacts load and evaluate.
-2. The canary: plain Keras ``Model.fit`` under ``MultiWorkerMirroredStrategy`` without kexp's
-   workaround must still fail the way keras-team/keras#20585 describes. The day it passes,
-   this test fails and says to remove kexp/hardware/keras_20585.py.
+2. The canary: plain Keras ``Model.fit`` under ``MultiWorkerMirroredStrategy`` with each half
+   of kexp's workaround left out in turn must still fail the way keras-team/keras#20585
+   describes (for each half its version guard says is needed). The day one passes, this test
+   fails and names the half whose ``FIXED_IN`` to set in kexp/hardware/keras_20585.py; a half
+   marked fixed must keep working without its patch.
 """
 
 from __future__ import annotations
@@ -62,13 +64,57 @@ def fit():
     return "ok"
 
 
-results = {"keras": keras.__version__, "unpatched": fit()}
-keras_20585.install(("symbolic_build",))
-results["symbolic_build_only"] = fit()
-keras_20585.install()
+results = {"keras": keras.__version__,
+           "needed": {half: keras_20585.needed(keras.__version__, half)
+                      for half in keras_20585.HALVES}}
+keras_20585.install(("reduce",))  # the symbolic-build half left out
+results["without_symbolic_build"] = fit()
+keras_20585.uninstall()
+keras_20585.install(("symbolic_build",))  # the reduce half left out
+results["without_reduce"] = fit()
+keras_20585.install()  # as kexp installs it
 results["patched"] = fit()
 print("RESULT " + json.dumps(results), flush=True)
 """
+
+#: How each half of keras-team/keras#20585 shows when its patch is left out.
+SYMPTOMS = {
+    "symbolic_build": "PerReplica",
+    "reduce": "Invalid reduction dimension 0 for input with 0 dimensions",
+}
+
+
+def canary_problems(result: dict[str, Any]) -> list[str]:
+    """What the canary's outcome asks of kexp/hardware/keras_20585.py (nothing: all is well)."""
+    from kexp.hardware.keras_20585 import _version
+
+    version = result["keras"]
+    module = "kexp/hardware/keras_20585.py"
+    fixed_now = [half for half in SYMPTOMS
+                 if result["needed"][half] and result[f"without_{half}"] == "ok"]
+    problems = []
+    for half in SYMPTOMS:
+        outcome = result[f"without_{half}"]
+        if not result["needed"][half]:
+            if outcome != "ok":
+                problems.append(
+                    f"FIXED_IN[{half!r}] in {module} says Keras {version} no longer needs the "
+                    f"{half} half, but Model.fit fails without it: {outcome}")
+        elif half in fixed_now:
+            problems.append(
+                f"keras-team/keras#20585: the {half} half looks fixed in Keras {version} "
+                "(Model.fit under MultiWorkerMirroredStrategy ran without kexp's patch of "
+                f"it): set FIXED_IN[{half!r}] = {_version(version)} in {module}")
+        elif SYMPTOMS[half] not in outcome:
+            problems.append(f"without the {half} half, Keras {version} fails differently "
+                            f"now (expected {SYMPTOMS[half]!r}): {outcome}")
+    if fixed_now and all(half in fixed_now or not result["needed"][half] for half in SYMPTOMS):
+        problems.append("with that, no half is needed from this Keras on: delete the module "
+                        "and its install() call in kexp/hardware/strategy.py once kexp "
+                        "requires this Keras")
+    if result["patched"] != "ok":
+        problems.append(f"with kexp's patch Model.fit still fails: {result['patched']}")
+    return problems
 
 
 def free_ports(count: int) -> list[int]:
@@ -178,13 +224,36 @@ def test_upstream_keras_20585_still_needs_the_workaround() -> None:
             for i in range(2)]
     results = run_workers(CANARY, [[], []], envs)
     for result in results:
-        unpatched, half = result["unpatched"], result["symbolic_build_only"]
-        fixed = (f"keras-team/keras#20585 looks fixed in Keras {result['keras']}: "
-                 "Model.fit under MultiWorkerMirroredStrategy {} without kexp's patch. "
-                 "Set FIXED_IN in kexp/hardware/keras_20585.py (or delete the module and its "
-                 "install() call in kexp/hardware/strategy.py).")
-        assert unpatched != "ok", fixed.format("ran")
-        assert half != "ok", fixed.format("ran with only the symbolic-build half")
-        assert "PerReplica" in unpatched, f"fails differently now: {unpatched}"
-        assert "Invalid reduction dimension 0 for input with 0 dimensions" in half, half
-        assert result["patched"] == "ok", result["patched"]
+        problems = canary_problems(result)
+        assert not problems, "\n".join(problems)
+
+
+NOW = {"keras": "3.15.1", "needed": {"symbolic_build": True, "reduce": True},
+       "without_symbolic_build": "ValueError: Attempt to convert a value (PerReplica:{...})",
+       "without_reduce": "InvalidArgumentError: Invalid reduction dimension 0 for input with "
+                         "0 dimensions", "patched": "ok"}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({}, []),
+    ({"without_reduce": "ok"}, ["the reduce half looks fixed in Keras 3.15.1",
+                                "set FIXED_IN['reduce'] = (3, 15)"]),
+    ({"without_symbolic_build": "ok"}, ["the symbolic_build half looks fixed",
+                                        "set FIXED_IN['symbolic_build'] = (3, 15)"]),
+    ({"needed": {"symbolic_build": True, "reduce": False}, "without_reduce": "ok"}, []),
+    ({"needed": {"symbolic_build": True, "reduce": False}},
+     ["FIXED_IN['reduce'] in kexp/hardware/keras_20585.py says Keras 3.15.1 no longer needs"]),
+    ({"needed": {"symbolic_build": True, "reduce": False}, "without_reduce": "ok",
+      "without_symbolic_build": "ok"}, ["FIXED_IN['symbolic_build'] = (3, 15)",
+                                        "no half is needed from this Keras on: delete the module"]),
+    ({"without_reduce": "RuntimeError: something else"}, ["fails differently now"]),
+    ({"patched": "ValueError: x"}, ["with kexp's patch Model.fit still fails"]),
+])
+def test_canary_names_the_half_to_drop(change: dict[str, Any], expected: list[str]) -> None:
+    problems = canary_problems({**NOW, **change})
+    assert bool(problems) is bool(expected), problems
+    text = "\n".join(problems)
+    for fragment in expected:
+        assert fragment in text, text
+    if "without_reduce" in change and change["without_reduce"] == "ok" and "needed" not in change:
+        assert "symbolic_build" not in text  # only the half that upstream fixed

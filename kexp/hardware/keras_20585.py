@@ -18,19 +18,27 @@ of ``keras/src/backend/tensorflow/trainer.py``; single-machine ``MirroredStrateg
    the workers stay in step.
 
 Both patches delegate to the original Keras code for every other strategy, so nothing
-changes outside multi-worker training. They are installed only for Keras versions listed as
-affected (:data:`AFFECTED`); ``tests/test_multiworker.py`` runs the unpatched Keras path and
-fails, saying to delete this module, the day upstream fixes the bug.
+changes outside multi-worker training. Each half has its own version guard
+(:data:`AFFECTED`, :data:`FIXED_IN`) because upstream may fix one without the other; a half
+is installed only for the Keras versions it is needed in. ``tests/test_multiworker.py`` runs
+real workers with each half left out in turn and fails, naming the half, the day upstream
+fixes one: set that half's ``FIXED_IN`` (and delete this module once both are set).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Keras versions known to have the bug (major, minor); newer ones get the patch too until
-#: the canary test reports the upstream fix (then set FIXED_IN and drop this module).
-AFFECTED = (3, 0)
-FIXED_IN: tuple[int, int] | None = None
+#: The two halves, by the name :func:`install` takes.
+HALVES = ("symbolic_build", "reduce")
+
+#: First Keras version (major, minor) with each half of the bug; newer ones get the patch too
+#: until the canary test reports an upstream fix.
+AFFECTED: dict[str, tuple[int, int]] = {"symbolic_build": (3, 0), "reduce": (3, 0)}
+
+#: First Keras version in which upstream fixed each half (None: not fixed yet). The canary
+#: in tests/test_multiworker.py says which half to set, and to which version.
+FIXED_IN: dict[str, tuple[int, int] | None] = {"symbolic_build": None, "reduce": None}
 
 _installed: dict[str, Any] = {}
 
@@ -40,10 +48,14 @@ def _version(text: str) -> tuple[int, int]:
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
 
 
-def needed(keras_version: str) -> bool:
-    """Whether ``keras_version`` has the bug (3.0 up to, not including, :data:`FIXED_IN`)."""
+def needed(keras_version: str, half: str | None = None) -> bool:
+    """Whether ``keras_version`` has ``half`` of the bug (any half when None): from its
+    :data:`AFFECTED` version up to, not including, its :data:`FIXED_IN` version."""
     version = _version(keras_version)
-    return version >= AFFECTED and (FIXED_IN is None or version < FIXED_IN)
+    if half is None:
+        return any(needed(keras_version, h) for h in HALVES)
+    fixed = FIXED_IN[half]
+    return version >= AFFECTED[half] and (fixed is None or version < fixed)
 
 
 def _multi_worker(strategy: Any) -> bool:
@@ -100,24 +112,24 @@ def reduce_per_replica(original: Any) -> Any:
     return patched
 
 
-def install(parts: tuple[str, ...] = ("symbolic_build", "reduce")) -> bool:
-    """Patch the installed Keras (idempotent). Returns whether a patch is in place.
+def install(parts: tuple[str, ...] = HALVES) -> bool:
+    """Patch the installed Keras with the halves in ``parts`` that its version needs
+    (idempotent). Returns whether a patch is in place.
 
-    ``parts`` selects the halves (the canary test installs them one at a time).
+    ``parts`` selects the halves (the canary test leaves each out in turn).
     """
     import keras
     from keras.src.backend.tensorflow import trainer
 
-    if not needed(keras.__version__):
-        return False
+    wanted = [half for half in HALVES if half in parts and needed(keras.__version__, half)]
     hooks = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "TensorFlowTrainer")
-    if not all(hasattr(trainer, name) for name in hooks):
+    if wanted and not all(hasattr(trainer, name) for name in hooks):
         return False  # Keras moved this code: the canary test says whether the bug remains
-    if "symbolic_build" in parts and "symbolic_build" not in _installed:
+    if "symbolic_build" in wanted and "symbolic_build" not in _installed:
         original = trainer.TensorFlowTrainer._maybe_symbolic_build
         _installed["symbolic_build"] = original
         trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build(original)
-    if "reduce" in parts and "reduce" not in _installed:
+    if "reduce" in wanted and "reduce" not in _installed:
         original = trainer.reduce_per_replica
         _installed["reduce"] = original
         trainer.reduce_per_replica = reduce_per_replica(original)
