@@ -56,7 +56,9 @@ def budget(memory: int | None = None) -> int:
     return (machine_memory() if memory is None else memory) // SHARE
 
 
-def gigabytes(n: float) -> str:
-    """``n`` bytes for a message: ``'2.4 GB'``, ``'0.03 GB'``."""
-    value = n / 1e9
-    return f"{value:.1f} GB" if value >= 1 else f"{value:.2g} GB"
+def size_text(n: float) -> str:
+    """``n`` bytes for a message: ``'2.4 GB'``, ``'870 MB'``, ``'66 kB'``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if unit == "GB" else f"{n / scale:.0f} {unit}"
+    return f"{n / 1e3:.0f} kB"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.data.arrays import Arrays
-from kexp.data.memory import budget, gigabytes
+from kexp.data.memory import budget, size_text
 from kexp.errors import ConfigError, ConfigIssue, ConfigWarning
 from kexp.tf import tf
 
@@ -76,7 +76,7 @@ def choose_cache(
     estimate = examples.memory_estimate()
     if cache == "memory" or estimate <= budget(memory):
         return "memory", estimate
-    return (f"none (about {gigabytes(estimate)} decoded, more than an eighth of memory: "
+    return (f"none (about {size_text(estimate)} decoded, more than an eighth of memory: "
             "read from the files each epoch)"), estimate
 
 
@@ -198,8 +198,8 @@ def pipeline_record(splits: Any, data: Any) -> dict[str, Any]:
             if data.cache == "memory" and (choice.cache_estimate or 0) > budget():
                 warnings.warn(ConfigWarning(ConfigIssue(("data", "cache"), (
                     f"the {name} split is read as a stream and its memory cache would take "
-                    f"about {gigabytes(choice.cache_estimate)}, more than an eighth of this "
-                    f"machine's memory ({gigabytes(budget() * 8)}): it may run out of memory "
+                    f"about {size_text(choice.cache_estimate)}, more than an eighth of this "
+                    f"machine's memory ({size_text(budget() * 8)}): it may run out of memory "
                     "during epoch 1. 'true' caches only what fits, 'file' caches on disk, "
                     "'false' reads the files each epoch"), severity="warning")), stacklevel=2)
             out[name] = choice.record()
