@@ -189,6 +189,57 @@ def test_validate_does_not_join_the_cluster(tmp_path: Path) -> None:
         sock.bind(("localhost", port))
 
 
+@pytest.fixture
+def not_the_chief(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Make ``train`` run as worker 1 of 2 (without joining a cluster); yields its scratch
+    directories."""
+    from kexp.hardware.cluster import ClusterInfo, scratch_root
+    from kexp.training import run as run_module
+
+    real_prepare, created = run_module.prepare, []
+
+    def prepare(loaded: Any, **kwargs: Any) -> Any:
+        config, info, model = real_prepare(loaded, **kwargs)
+        info.cluster = ClusterInfo("workers", {"worker": ["a:1", "b:2"]}, "worker", 1)
+        return config, info, model
+
+    def scratch(cluster: Any) -> Path:
+        created.append(scratch_root(cluster))
+        return created[-1]
+
+    monkeypatch.setattr(run_module, "prepare", prepare)
+    monkeypatch.setattr(run_module, "scratch_root", scratch)
+    return created
+
+
+def test_a_worker_removes_its_scratch_even_when_the_run_directory_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_the_chief: list[Path]) -> None:
+    from kexp.training import rundir
+
+    def fails(*args: Any) -> Path:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(rundir, "new_run_dir", fails)
+    with pytest.raises(OSError, match="No space left"):
+        train(iris(tmp_path))
+    assert len(not_the_chief) == 1 and not not_the_chief[0].exists()
+
+
+def test_a_worker_does_not_claim_to_have_saved_its_scratch_copy(
+        tmp_path: Path, not_the_chief: list[Path]) -> None:
+    from kexp.training.run import train as run_train
+
+    text = io.StringIO()
+    run = run_train(iris(tmp_path), out=Console(file=text, width=200))
+    shown = text.getvalue()
+    assert run.status == "completed" and not run.directory.exists()
+    assert not not_the_chief[0].exists() and not (tmp_path / "experiments").exists()
+    assert "saved:" not in shown, shown
+    assert "done: the chief wrote the run directory; this worker's scratch copy is removed" \
+        in shown
+    assert "this worker's scratch copy of the run (removed at the end" in shown
+
+
 def test_cpu_devices_after_tensorflow_started_is_an_error() -> None:
     from kexp.config.schema.hardware import HardwareSection
     from kexp.errors import ConfigError

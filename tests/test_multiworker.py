@@ -216,6 +216,41 @@ def test_chief_artifacts_load_and_evaluate(trained: dict[str, Any]) -> None:
     assert (run / "checkpoints").is_dir() and (run / "history.csv").is_file()
 
 
+def test_a_worker_whose_peer_never_starts_gives_up(tmp_path: Path) -> None:
+    """TensorFlow alone waits forever (and ignores Ctrl-C and SIGTERM) for a missing worker;
+    worker 0 (the coordination leader) and worker 1 each alone must stop with exit 2."""
+    import time
+
+    procs = []
+    for index in range(2):  # two separate clusters, each with only this worker started
+        workers = [f"localhost:{port}" for port in free_ports(2)]
+        config = shipped("iris_mlp.yaml", train={"epochs": 1},
+                         output={"root": str(tmp_path / "experiments")},
+                         hardware={"strategy": "multi_worker_mirrored",
+                                   "cluster": {"workers": workers, "start_timeout": 3}})
+        path = write_config(tmp_path / f"alone{index}.yaml", config)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kexp", "train", str(path)], cwd=REPO, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KEXP_TASK_INDEX": str(index)}))
+    start = time.monotonic()
+    try:
+        outputs = [proc.communicate(timeout=240) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert time.monotonic() - start < 180
+    for index, (proc, (stdout, stderr)) in enumerate(zip(procs, outputs)):
+        text = stdout + stderr
+        assert proc.returncode == 2 and "Traceback" not in text, text
+        assert f"alone{index}.yaml:" in text and "hardware.cluster.workers: not all 2 workers " \
+            f"of hardware.cluster.workers joined within 3 s (this is worker {index})" in text
+        assert "hardware.cluster.start_timeout" in text
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_upstream_keras_20585_still_needs_the_workaround() -> None:
     ports = free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}

@@ -19,6 +19,13 @@ their run directory as the chief.
 Every source becomes a ``tf.distribute.cluster_resolver.ClusterResolver``; kexp never talks to
 the other workers itself, ``MultiWorkerMirroredStrategy`` does.
 
+Starting is bounded. Left alone, TensorFlow waits forever for a worker that never starts (in
+C++, deaf to Ctrl-C and, once its preemption notifier is up, to SIGTERM). :func:`bound_start`
+configures the coordination service the strategy would configure anyway, plus its
+registration barrier with ``hardware.cluster.start_timeout``: creating the strategy then
+fails with ``DeadlineExceededError`` when not every worker has joined in time, which
+:mod:`kexp.hardware.strategy` reports as a config error.
+
 Only the chief writes the run directory. Every other worker must still run every callback and
 save (saving reads variables, which under multi-worker strategies is a collective step all
 workers have to take), so it writes into a private scratch directory that is removed at the
@@ -231,6 +238,38 @@ def resolve_cluster(
             "start it with srun",
         )
     return _from_slurm(section, accelerator)
+
+
+def bound_start(cluster: ClusterInfo, timeout_s: float) -> bool:
+    """Make the strategy's start give up after ``timeout_s`` without all workers; returns
+    whether the bound is in place.
+
+    ``MultiWorkerMirroredStrategy`` configures TensorFlow's coordination service itself,
+    with no deadline, unless one is configured already; this configures it the same way
+    (standalone, the chief or worker 0 as leader, the chief and worker jobs) with a
+    registration barrier that times out. TensorFlow exposes the barrier only on the
+    service's config proto, so a TensorFlow without it keeps its own (unbounded) start.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if ctx.coordination_service is not None:  # configured already in this process
+        return False
+    leader = "chief" if "chief" in cluster.spec else "worker"
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.spec[job]))
+            for job in ("chief", "worker") if job in cluster.spec]
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{leader}/replica:0/task:0",
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=int(timeout_s * 1000),
+    )
+    config = getattr(ctx, "_coordination_service_config", None)
+    if config is None or "cluster_register_with_barrier" not in type(config).DESCRIPTOR.fields_by_name:
+        return False
+    config.cluster_register_with_barrier = True
+    return True
 
 
 def several_workers(section: ClusterSection, env: Mapping[str, str] | None = None) -> bool:

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 from kexp.config.schema.hardware import HardwareSection
 from kexp.hardware import keras_20585
-from kexp.hardware.cluster import ClusterInfo, resolve_cluster, several_workers
+from kexp.errors import ConfigError
+from kexp.hardware.cluster import ClusterInfo, bound_start, resolve_cluster, several_workers
 from kexp.hardware.devices import Devices, configure_devices, logical_names
 from kexp.tf import tf
 
@@ -132,8 +133,7 @@ def make_strategy(hardware: HardwareSection, *, connect: bool = True) -> Strateg
         strategy = connect_tpu(hardware)
     elif kind == "multi_worker_mirrored":
         keras_20585.install()
-        resolver = cluster.resolver if cluster is not None else None
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        strategy = _multi_worker(cluster, hardware.cluster.start_timeout)
     elif kind == "mirrored":
         # all visible GPUs; without GPUs, every logical CPU (one unless cpu_devices split it)
         local = None if devices.gpus else logical_names("CPU")
@@ -147,3 +147,25 @@ def make_strategy(hardware: HardwareSection, *, connect: bool = True) -> Strateg
     except (RuntimeError, AttributeError):  # the default strategy runs where TF places ops
         names = ["/gpu:0" if devices.gpus else "/cpu:0"]
     return StrategyInfo(strategy, kind, int(strategy.num_replicas_in_sync), names, cluster)
+
+
+def _multi_worker(cluster: ClusterInfo | None, timeout_s: float) -> Any:
+    """``MultiWorkerMirroredStrategy`` for ``cluster``, given up after ``timeout_s`` when not
+    every worker starts (see :func:`~kexp.hardware.cluster.bound_start`)."""
+    if cluster is None:  # strategy multi_worker_mirrored without a cluster: one worker
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    bound_start(cluster, timeout_s)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster.resolver)
+    except tf.errors.DeadlineExceededError:
+        where = {"workers": "hardware.cluster.workers", "tf_config": "TF_CONFIG",
+                 "slurm": "the Slurm job step"}[cluster.source]
+        path = ("hardware", "cluster", "workers") if cluster.source == "workers" else (
+            "hardware", "cluster")
+        raise ConfigError.single(
+            path,
+            f"not all {cluster.num_workers} workers of {where} joined within "
+            f"{timeout_s:g} s (this is {cluster.task_type} {cluster.task_id}): start the same "
+            "kexp train on every worker, check their addresses, or raise "
+            "hardware.cluster.start_timeout",
+        ) from None

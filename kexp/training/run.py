@@ -261,12 +261,12 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
 
     root = Path(output_root) if output_root is not None else Path(config_obj.output.root)
     say.print(info.summary())
+    environment = None if plan is not None else collect()
     # only the chief writes the run directory; other workers write a scratch copy, removed
     scratch = None if info.is_chief else scratch_root(info.cluster)
-    environment = None if plan is not None else collect()
-    run_dir = plan.run_dir if plan is not None else new_run_dir(
-        scratch or root, config_obj.name).resolve()
     try:
+        run_dir = plan.run_dir if plan is not None else new_run_dir(
+            scratch or root, config_obj.name).resolve()
         # entered at once: locked (a resume's lock taken over), signal-safe, and in charge of
         # the manifest's status from before it says `running` (kexp.training.session)
         with Session(run_dir, snapshot=plan.snapshot if plan else None,
@@ -287,13 +287,16 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
                 )
                 session.track(manifest)
                 manifest.save()
-                say.print(f"[bold]kexp[/bold] run directory: {run_dir}")
+                say.print(f"[bold]kexp[/bold] run directory: {run_dir}" if scratch is None else
+                          f"[bold]kexp[/bold] this worker's scratch copy of the run (removed "
+                          f"at the end; the chief writes the run directory): {run_dir}")
             manifest.record_data_files(splits.files)
             manifest.update(plugins=[r.as_dict() for r in records_for(config_obj.plugins)])
             manifest.update(splits=splits.record(), strategy=info.record())
             manifest.update(class_names=splits.class_names, data_pipeline=data_pipeline)
             splits.save_indices(run_dir / "splits.npz")
-            run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say, session)
+            run = _fit_and_save(config_obj, model, splits, run_dir, manifest, say, session,
+                                chief=scratch is None)
     finally:
         release(scratch)
     return run
@@ -301,7 +304,7 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
 
 def _fit_and_save(
     config: ExperimentConfig, model: Any, splits: Splits, run_dir: Path,
-    manifest: Manifest, say: Console, session: Session,
+    manifest: Manifest, say: Console, session: Session, chief: bool = True,
 ) -> Run:
     datasets = _datasets(splits, config, run_dir)
     callbacks, checkpoints = build_callbacks(config, run_dir)
@@ -372,6 +375,9 @@ def _fit_and_save(
                   f"missing_artifacts); what was written is in {run_dir}. Once the cause is "
                   f"fixed, {escape(resume_command(run_dir))} writes the missing files",
                   highlight=False)
-    else:
+    elif chief:
         say.print(f"saved: {run_dir}")
+    else:  # run_dir is this worker's scratch copy, removed as the run ends
+        say.print("done: the chief wrote the run directory; this worker's scratch copy is "
+                  "removed")
     return Run(run_dir, config, model, logs, test_metrics, status)

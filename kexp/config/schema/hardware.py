@@ -53,6 +53,11 @@ class ClusterSection(Section):
         None, ge=0, description="This process's index in `workers` (or KEXP_TASK_INDEX)."
     )
     port: int = Field(8888, gt=0, lt=65536, description="Slurm: first port on each node.")
+    start_timeout: float = Field(
+        600, gt=0,
+        description="Seconds a worker waits for every other worker to start before it gives "
+        "up (exit 2) instead of waiting forever.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ClusterSection":
