@@ -103,14 +103,15 @@ def load_model(path: Path, safe_mode: bool = True) -> Any:
 
     ``safe_mode=False`` only for a run whose config says ``allow_unsafe_deserialization``.
     """
-    from kexp.tf import keras
-
+    from kexp.hardware.precision import load_model as load_in_policy
     from kexp.safety import is_safe_mode_refusal, load_refusal
     from kexp.training.artifacts import quiet_absl
 
     try:
         with quiet_absl():  # the .h5 loader warns about metrics it builds lazily
-            model = keras.models.load_model(str(path), safe_mode=safe_mode)
+            # under the model's own dtype policy: a float16 model's loss-scale optimizer state
+            # then loads, instead of being skipped with a warning (kexp.hardware.precision)
+            model = load_in_policy(path, safe_mode=safe_mode)
         if Path(path).suffix == ".h5":  # Keras' .h5 loader drops the optimizer's slots
             from kexp.h5_optimizer import restore_optimizer_slots
 

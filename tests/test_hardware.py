@@ -84,6 +84,22 @@ def test_mixed_precision_trains_saves_and_reloads(tmp_path: Path, mode: str, pol
         assert loaded.layers[-1].dtype_policy.name == "float32"
         np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
 
+    # kexp evaluate and kexp predict load it without Keras' "Skipping variable loading for
+    # optimizer" warning, and measure the trained model
+    import warnings
+
+    from kexp.evaluation import evaluate
+    from kexp.prediction import predict
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate(run.directory, out=Console(file=io.StringIO()))["metrics"]
+        columns = predict(run.directory, DATA / "iris_test.csv")
+    assert [str(w.message) for w in caught if "Skipping" in str(w.message)] == []
+    assert metrics["accuracy"] == pytest.approx(run.test_metrics["accuracy"], abs=1e-6)
+    assert len(next(iter(columns.values()))) == len(x)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+
     # to resume training, kexp's loader keeps the loss scaling and the optimizer state
     from kexp.hardware.precision import load_model
 
