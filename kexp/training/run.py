@@ -36,6 +36,7 @@ from kexp.display import RichProgress, console as progress_console, metrics_tabl
 from kexp.environment import collect
 from kexp.errors import ConfigError, ConfigIssue, TrainingFailed
 from kexp.hardware import StrategyInfo, setup_hardware
+from kexp.hardware.batch import check_last_batch
 from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
@@ -256,6 +257,8 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
         # every monitor names what fit will log (Keras' names, from a real batch)
         check_monitors(model, splits.train, config_obj)
         data_pipeline = pipeline_record(splits, config_obj.data)
+        # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
+        check_last_batch(info, len(splits.train), config_obj.data)
 
     from kexp.training.rundir import new_run_dir
 
