@@ -109,6 +109,12 @@ def _output_problem(root: Path) -> str | None:
     return None
 
 
+def writable_problem(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (made when missing), or None: the check of
+    the output root, for the folders a config's callbacks write (kexp.training.callbacks)."""
+    return _output_problem(Path(folder).absolute())
+
+
 def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) -> None:
     """Data files exist and the output root is writable (every problem reported at once).
 

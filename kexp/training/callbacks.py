@@ -12,7 +12,10 @@ ModelCheckpoint     ``filepath``                   ``<run>/checkpoints/model.ker
 BackupAndRestore    ``backup_dir``                 ``<run>/backup``
 ==================  =============================  ============================
 
-A relative path given by the user is taken relative to the run directory too.
+A relative path given by the user is taken relative to the run directory too. A path the
+user gives is checked before anything is read or built (:func:`check_callback_paths`): a
+folder that cannot be made or written, a directory where a file is expected (or the
+reverse), a name kexp itself writes in the run directory, another run's training state.
 kexp adds, unless the user declared their own of the same class: a ``CSVLogger`` writing
 ``history.csv``, a ``TensorBoard`` writing ``logs/`` (``output.tensorboard``),
 ``TerminateOnNaN`` (``train.terminate_on_nan``), and its best/last checkpoints.
@@ -21,20 +24,23 @@ kexp adds, unless the user declared their own of the same class: a ``CSVLogger``
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from kexp.config.schema import CheckpointSection, ExperimentConfig, spec_parts
-from kexp.errors import ConfigError, ConfigIssue, nearest
+from kexp.errors import ConfigError, ConfigIssue, KeyPath, format_path, nearest
+from kexp.preflight import writable_problem
 from kexp.resolve import accepted_kwargs, lookup, make_callback
 from kexp.tf import keras
 from kexp.training.artifacts import save_model
 from kexp.training.history import HistoryFile
+from kexp.training.lock import LOCK_FILE
 from kexp.training.model_checkpoint import atomic_model_checkpoints
 from kexp.training.nan import NanGuard
 from kexp.training.stages import FineTuningStart
-from kexp.training.state import with_training_state
+from kexp.training.state import STATE_FILE, with_training_state
 
 _PATH_ARGS = {
     "TensorBoard": ("log_dir", "logs"),
@@ -42,6 +48,23 @@ _PATH_ARGS = {
     "ModelCheckpoint": ("filepath", "checkpoints/model.keras"),
     "BackupAndRestore": ("backup_dir", "backup"),
 }
+
+#: What each of those writes at its path: a file (the others write into a folder).
+_WRITES = {
+    "TensorBoard": ("its logs", False),
+    "CSVLogger": ("the history", True),
+    "ModelCheckpoint": ("its checkpoints", True),
+    "BackupAndRestore": ("the training state", False),
+}
+
+#: What kexp itself writes in a run directory, by path relative to it.
+_KEXP_FILES = {
+    "config.yaml": "resolved config", "overrides.yaml": "--set overrides",
+    "manifest.json": "manifest", "model.keras": "final model", "model.h5": "final model",
+    "splits.npz": "split indices", "evaluation.json": "test metrics", LOCK_FILE: "lock",
+    "checkpoints/best.keras": "best checkpoint", "checkpoints/last.keras": "last checkpoint",
+}
+_KEXP_FOLDERS = ("checkpoints", "cache", "evaluations")
 
 #: Metrics whose best value is the largest (as Keras' own ``mode="auto"`` decides).
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
@@ -88,6 +111,20 @@ class Checkpoints(keras.callbacks.Callback):
                 save_model(self.model, self.directory / "best.keras")
 
 
+class FolderCSVLogger(keras.callbacks.CSVLogger):
+    """``keras.callbacks.CSVLogger`` that makes its file's folder when training begins.
+
+    Keras' opens its file in a folder that must exist, while TensorBoard, ModelCheckpoint and
+    BackupAndRestore make theirs; kexp checks before training that each can be made
+    (:func:`check_callback_paths`), so a ``filename`` in a new folder works for all four.
+    """
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if "://" not in str(self.filename):  # (a URL is tf.io.gfile's)
+            Path(self.filename).parent.mkdir(parents=True, exist_ok=True)
+        super().on_train_begin(logs)
+
+
 def default_monitor(config: ExperimentConfig) -> str:
     """``checkpoint.monitor``, or val_loss when there is validation data, else loss."""
     if config.checkpoint.monitor:
@@ -117,9 +154,13 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
         if name == "BackupAndRestore":
             backup_kwargs = kwargs
         try:
-            callbacks.append(make_callback(_in_run_dir(spec, run_dir), ("callbacks", index)))
+            callback = make_callback(_in_run_dir(spec, run_dir), ("callbacks", index))
         except ConfigError as exc:
             issues.extend(exc.issues)
+            continue
+        if type(callback) is keras.callbacks.CSVLogger:
+            callback.__class__ = FolderCSVLogger  # the same instance; makes its folder
+        callbacks.append(callback)
     if issues:
         raise ConfigError(issues)
 
@@ -149,21 +190,12 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
 _LR_LOGGERS = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
 
 
-def logged_names(model: Any, arrays: Any, config: ExperimentConfig) -> set[str]:
+def logged_names(metric_names: set[str], config: ExperimentConfig) -> set[str]:
     """The names an epoch of this run logs (``loss``, ``accuracy``, ``digit_loss``, ...,
-    ``val_`` ones with validation data), as Keras itself makes them.
-
-    Keras builds the compiled metrics at the first step, and names them then (by output for
-    a multi-output model), so a few real examples go through the model, the compiled loss and
-    the compiled metrics; their results are an epoch's logs. The metrics are reset after
-    (``fit`` resets them at every epoch anyway).
-    """
-    x, y = arrays.head(8)
-    with model.distribute_strategy.scope():  # metric variables made where fit makes them
-        y_pred = model(x, training=False)
-        model.compute_loss(x=x, y=y, y_pred=y_pred)
-        names = set(model.compute_metrics(x, y, y_pred, sample_weight=None))
-    model.reset_metrics()
+    ``val_`` ones with validation data), from ``metric_names``: what the compiled loss and
+    metrics logged for real examples (:func:`kexp.training.probe.check_data_fits`; Keras
+    names the compiled metrics only when it builds them, at their first update)."""
+    names = set(metric_names)
     if config.data.validation is not None:
         names |= {f"val_{name}" for name in names}
     if any(issubclass(cls, _LR_LOGGERS) for cls in _declared_classes(config)):
@@ -181,7 +213,7 @@ def _declared_classes(config: ExperimentConfig) -> list[type]:
     return [cls for cls in classes if isinstance(cls, type)]
 
 
-def check_monitors(model: Any, arrays: Any, config: ExperimentConfig) -> None:
+def check_monitors(model: Any, metric_names: set[str], config: ExperimentConfig) -> None:
     """Every ``monitor`` names a value this run logs, and one Keras can tell the direction of.
 
     ``checkpoint.monitor`` and the ``monitor`` of every declared callback that takes one
@@ -189,11 +221,11 @@ def check_monitors(model: Any, arrays: Any, config: ExperimentConfig) -> None:
     default. Unchecked, a misspelt one never triggered (kexp's best checkpoint was never
     written) or crashed at the first epoch end (Keras' "isn't able to automatically determine
     whether that metric should be maximized or minimized", also for a correct name of a
-    metric without a declared direction, such as a plugin's function). Needs the compiled
-    model and the data (:func:`logged_names`), so it runs after ``check_data_fits``, still
-    before a run directory exists.
+    metric without a declared direction, such as a plugin's function). ``metric_names`` are
+    what the compiled model logged for real examples (:func:`logged_names`), so this runs
+    after ``check_data_fits``, still before a run directory exists.
     """
-    names = logged_names(model, arrays, config)
+    names = logged_names(metric_names, config)
     issues: list[ConfigIssue] = []
     monitor = config.checkpoint.monitor
     if monitor and monitor not in names:
@@ -256,3 +288,119 @@ def _direction_known(callback: Any, model: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ------------------------------------------------------------ checks before data and model
+
+
+def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool = True) -> None:
+    """The paths the config gives callbacks (TensorBoard ``log_dir``, CSVLogger ``filename``,
+    ModelCheckpoint ``filepath``, BackupAndRestore ``backup_dir``) can be written.
+
+    Unchecked, each failed only when the callback first wrote: an ``IsADirectoryError`` or a
+    ``NotFoundError`` traceback at the start of training or after the first epoch, the run
+    left ``failed``. Checked as the output root is (:mod:`kexp.preflight`), from the config
+    alone, before any data is read: the folder must be (or be creatable as) a writable
+    directory, and a file must not be expected where a directory is (or the reverse). The
+    defaults are in the run directory, which kexp makes; a relative path given there must not
+    land on what kexp writes itself (``manifest.json``, ``checkpoints/``, ...). A new run
+    must not take over a ``backup_dir`` that holds another run's training state.
+    ``run_dir`` is the run directory, or where a new one will be (its name is drawn later).
+    URLs (``gs://...``) are tf.io.gfile's and are left alone.
+    """
+    issues: list[ConfigIssue] = []
+    declared = {spec_parts(spec)[0] for spec in config.callbacks}
+    kexp_files = dict(_KEXP_FILES)
+    kexp_folders = list(_KEXP_FOLDERS)
+    if "CSVLogger" not in declared:
+        kexp_files["history.csv"] = "history"
+    if config.output.tensorboard and "TensorBoard" not in declared:
+        kexp_folders.append("logs")
+    for index, spec in enumerate(config.callbacks):
+        name, kwargs = spec_parts(spec)
+        if name not in _PATH_ARGS:
+            continue
+        arg = _PATH_ARGS[name][0]
+        given = kwargs.get(arg)
+        if not isinstance(given, str) or "://" in given:
+            continue  # the default (in the run directory), a URL, or a type Keras refuses
+        problem = _path_problem(name, given, Path(run_dir), kexp_files, kexp_folders, new_run)
+        if problem:
+            issues.append(ConfigIssue(("callbacks", index, name, arg), problem))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _path_problem(name: str, given: str, run_dir: Path, kexp_files: dict[str, str],
+                  kexp_folders: list[str], new_run: bool) -> str | None:
+    what, is_file = _WRITES[name]
+    target = Path(os.path.normpath(run_dir / given))
+    parts = target.parts
+    templated = next((i for i, part in enumerate(parts) if "{" in part), None)
+    if templated is not None:  # ModelCheckpoint fills in {epoch}, {val_loss:.2f}, ...
+        target, is_file = Path(*parts[:templated]), False  # the folder above: that much is known
+    try:
+        inside = target.relative_to(run_dir).as_posix()
+    except ValueError:
+        inside = None
+    if inside is not None:  # in the new run directory: only kexp's own names can clash
+        if inside in kexp_files:
+            return (f"{given} is the run's {kexp_files[inside]}, which kexp writes there: "
+                    f"{name} and kexp would overwrite each other's file; choose another name")
+        if is_file and (inside == "." or inside in kexp_folders):
+            folder = "the run directory itself" if inside == "." else \
+                f"kexp's folder {inside}/ in the run directory"
+            return f"{given} is {folder}, but {name} writes {what} to a file there"
+        return None
+    if is_file:
+        if target.is_dir():
+            return (f"{target} is a directory, but {name} writes {what} to a file: give a "
+                    f"file name in it (e.g. {target / _PATH_ARGS[name][1].split('/')[-1]})")
+        folder = target.parent
+    else:
+        if target.exists() and not target.is_dir():
+            return f"{target} is a file, but {name} writes {what} into a directory"
+        if name == "BackupAndRestore" and new_run and (target / STATE_FILE).exists():
+            return (f"{target} holds the training state of another run ({STATE_FILE}); a new "
+                    "run would replace it, and that run could no longer be resumed: give an "
+                    "empty or new folder (kexp resume RUN_DIR continues the other run)")
+        folder = target
+    problem = writable_problem(folder)
+    return None if problem is None else f"{name} cannot write {what} there: {problem}"
+
+
+def check_swap_ema(config: ExperimentConfig, model: Any) -> None:
+    """A ``SwapEMAWeights`` callback needs an optimizer with ``use_ema: true``.
+
+    The callback swaps the optimizer's moving averages of the weights into the model; an
+    optimizer keeps them only with ``use_ema``. Without, Keras raises at the first
+    evaluation, after an epoch of training, with the run left ``failed``.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return  # the model did not build: reported where it is built
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
+    if any(getattr(o, "use_ema", False) for o in getattr(inner, "optimizers", None) or [inner]):
+        return
+    issues: list[ConfigIssue] = []
+    for index, spec in enumerate(config.callbacks):
+        name = spec_parts(spec)[0]
+        try:
+            cls = lookup("callback", name, ("callbacks", index))
+        except ConfigError:
+            continue  # reported where the callbacks are built
+        if isinstance(cls, type) and issubclass(cls, keras.callbacks.SwapEMAWeights):
+            issues.append(ConfigIssue(("callbacks", index, name), (
+                f"{name} swaps in the optimizer's moving average of the weights, which the "
+                f"optimizer keeps only with use_ema: true; {_use_ema_fix(config, inner)}")))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _use_ema_fix(config: ExperimentConfig, optimizer: Any) -> str:
+    name, kwargs = spec_parts(config.compile.optimizer)
+    if isinstance(config.compile.optimizer, str):
+        return (f"compile.optimizer is '{name}': write it as "
+                f"{{{type(optimizer).__name__}: {{use_ema: true}}}}")
+    at: KeyPath = ("compile", "optimizer", name, "use_ema")
+    return f"set {format_path(at)}: true" + (" (it is false)" if "use_ema" in kwargs else "")

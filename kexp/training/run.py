@@ -8,7 +8,7 @@ The order matters and is the point of this module:
 1. validate the config (schema, no TensorFlow),
 2. create the strategy, then build and compile the model inside its scope, resolving every
    Keras name and argument (all mistakes reported at once),
-3. read the data and check that features fit the model input and labels fit the loss,
+3. read the data and check that every split fits the model input, the loss and each metric,
 4. only then create the run directory, so a broken config never leaves a run behind,
 5. train, save, evaluate, keeping ``manifest.json`` truthful at every step: a run that fails
    keeps its directory, marked ``failed`` with the error.
@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
 from kexp.config import LoadedConfig, load_config
 from kexp.config.schema import ExperimentConfig
 from kexp.config.yaml_io import dump
-from kexp.data.arrays import Arrays
 from kexp.data.pipeline import make_dataset, pipeline_record, steps
 from kexp.data.preprocessing import attach_preprocessing
 from kexp.data.splits import Splits, load_splits
@@ -46,13 +44,18 @@ from kexp.plugins import import_config_plugins, records_for
 from kexp.preflight import check_paths, check_space
 from kexp.safety import check_config as check_config_code, unsafe_allowed
 from kexp.seeding import seed_everything
-from kexp.tf import keras
 from kexp.training.artifacts import save_final_models, write_json, write_text
-from kexp.training.callbacks import build_callbacks, check_monitors
+from kexp.training.callbacks import (
+    build_callbacks, check_callback_paths, check_monitors, check_swap_ema,
+)
+from kexp.training.probe import check_data_fits
 from kexp.training.session import Session, resume_command
 from kexp.training.weights import weights_sha256
 from kexp.training.stages import apply_freeze, fit as fit_stages
 
+
+#: Stands for the name of a new run's directory, drawn only once the checks pass.
+NEW_RUN = "<new run>"
 
 OVERRIDES_HEADER = "# the --set overrides of this run, in order; config.yaml already includes them\n"
 
@@ -104,6 +107,7 @@ def prepare(
         _collect(issues, build_callbacks, config,
                  Path(tempfile.gettempdir()) / "kexp-callback-check")
         _collect(issues, check_callbacks, config, model)  # ReduceLROnPlateau vs a schedule
+        _collect(issues, check_swap_ema, config, model)  # SwapEMAWeights needs use_ema
         if issues:
             raise ConfigError(issues)
     return config, info, model
@@ -116,81 +120,6 @@ def _collect(issues: list[ConfigIssue], step: Any, *args: Any) -> Any:
     except ConfigError as exc:
         issues.extend(exc.issues)
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def _shapes(tensors: Any) -> str:
-    if isinstance(tensors, dict):
-        return ", ".join(f"{k}: {tuple(v.shape[1:])}" for k, v in tensors.items())
-    return str(tuple(tensors.shape[1:]))
-
-
-def check_data_fits(model: Any, arrays: Arrays, config: ExperimentConfig) -> None:
-    """Run a handful of real examples through the model and the loss before training.
-
-    A mismatch found here gets a message in the user's terms; found inside ``fit`` it would
-    be a long TensorFlow stack trace. ``arrays`` is a split in memory or streamed
-    (kexp.data.stream.Stream): both give their first examples with ``head``.
-    """
-    x, y = arrays.head(8)
-    try:
-        y_pred = model(x, training=False)
-    except Exception as exc:
-        raise ConfigError.single(
-            ("data", "train", "x"),
-            f"features of shape {_shapes(x)} (per example) do not fit the model input "
-            f"{_model_inputs(model)}: {_first_line(exc)}",
-        ) from exc
-    if y is None:
-        raise ConfigError.single(("data", "train", "y"), "training data needs labels")
-    _check_sparse_range(model, arrays, config)
-    try:
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred)
-        value = keras.ops.convert_to_numpy(loss)
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"the loss of the first examples is {float(value)}")
-    except Exception as exc:
-        raise ConfigError.single(
-            ("compile", "loss"),
-            f"labels of shape {_shapes(y)} (per example) do not fit this loss with the "
-            f"model's output of shape {_shapes(_np(y_pred))}: {_first_line(exc)}",
-        ) from exc
-
-
-def _np(tensors: Any) -> Any:
-    if isinstance(tensors, dict):
-        return {k: keras.ops.convert_to_numpy(v) for k, v in tensors.items()}
-    if isinstance(tensors, (list, tuple)):
-        return {str(i): keras.ops.convert_to_numpy(v) for i, v in enumerate(tensors)}
-    return keras.ops.convert_to_numpy(tensors)
-
-
-def _model_inputs(model: Any) -> str:
-    shapes = [tuple(t.shape[1:]) for t in model.inputs]
-    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
-
-
-def _check_sparse_range(model: Any, arrays: Arrays, config: ExperimentConfig) -> None:
-    """Sparse categorical labels must be integers in [0, number of classes)."""
-    loss = config.compile.loss
-    if not (isinstance(loss, str) and "sparse_categorical" in loss.lower()):
-        if not (isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)):
-            return
-    labels = arrays.label_range()
-    if labels is None or len(model.outputs) != 1:
-        return
-    classes = model.outputs[0].shape[-1]
-    low, high = labels
-    if low < 0 or high >= classes:
-        raise ConfigError.single(
-            ("compile", "loss"),
-            f"sparse categorical labels must be in [0, {classes}) for a model with {classes} "
-            f"outputs, but the labels range from {low:g} to {high:g}",
-        )
 
 
 def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path,
@@ -246,6 +175,9 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
     root = Path(output_root) if output_root is not None else Path(loaded.config.output.root)
     # before the model and the data: data files there, output root writable (kexp.preflight)
     check_paths(loaded, None if plan else root, root_from_option=output_root is not None)
+    with loaded.locating():  # the paths the config gives callbacks, likewise
+        check_callback_paths(loaded.config, plan.run_dir if plan else
+                             root / loaded.config.name / NEW_RUN, new_run=plan is None)
     config_obj, info, model = prepare(loaded)
     check_space(plan.run_dir if plan else root, model, len(config_obj.output.formats))
     with loaded.locating():
@@ -253,9 +185,10 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
                              saved_indices=plan.saved_indices if plan else None)
         # adapted on the training split only, then saved inside the model (kexp.data)
         model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
-        check_data_fits(model, splits.train, config_obj)
-        # every monitor names what fit will log (Keras' names, from a real batch)
-        check_monitors(model, splits.train, config_obj)
+        # the first examples of every split through the model, loss and each metric
+        # (kexp.training.probe); every monitor names what they logged (Keras' names)
+        logged = check_data_fits(model, splits, config_obj)
+        check_monitors(model, logged, config_obj)
         data_pipeline = pipeline_record(splits, config_obj.data)
         # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
         check_last_batch(info, len(splits.train), config_obj.data)
