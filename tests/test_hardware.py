@@ -241,6 +241,7 @@ def test_a_worker_removes_its_scratch_even_when_the_run_directory_fails(
     assert len(not_the_chief) == 1 and not not_the_chief[0].exists()
 
 
+@pytest.mark.slow
 def test_a_worker_does_not_claim_to_have_saved_its_scratch_copy(
         tmp_path: Path, not_the_chief: list[Path]) -> None:
     from kexp.training.run import train as run_train
