@@ -19,8 +19,8 @@ their run directory as the chief.
 Every source becomes a ``tf.distribute.cluster_resolver.ClusterResolver``; kexp never talks to
 the other workers itself, ``MultiWorkerMirroredStrategy`` does.
 
-Starting is bounded. Left alone, TensorFlow waits forever for a worker that never starts (in
-C++, deaf to Ctrl-C and, once its preemption notifier is up, to SIGTERM). :func:`bound_start`
+Starting is bounded. Left alone, TensorFlow waits forever for a worker that never starts
+(blocked in C++; the process ignored Ctrl-C and SIGTERM while waiting, with TF 2.21). :func:`bound_start`
 configures the coordination service the strategy would configure anyway, plus its
 registration barrier with ``hardware.cluster.start_timeout``: creating the strategy then
 fails with ``DeadlineExceededError`` when not every worker has joined in time, which
