@@ -317,6 +317,31 @@ def test_callback_paths_that_cannot_be_written_are_refused(tmp_path: Path) -> No
     assert "holds the training state of another run (state.json)" in issue.message
 
 
+def test_a_callback_file_outside_the_run_that_exists_is_not_overwritten(tmp_path: Path) -> None:
+    """An absolute CSVLogger/ModelCheckpoint file an earlier run wrote would be overwritten by
+    the next run of the same config: refused, unless the CSVLogger appends."""
+    earlier_log, earlier_model = tmp_path / "log.csv", tmp_path / "best.keras"
+    earlier_log.write_text("epoch,loss\n0,1.0\n")
+    earlier_model.write_text("an earlier run's model")
+    config = _iris(tmp_path, callbacks=[
+        {"CSVLogger": {"filename": str(earlier_log)}},
+        {"ModelCheckpoint": {"filepath": str(earlier_model)}},
+    ])
+    issues = {issue.path: issue.message for issue in _refused(tmp_path, config)}
+    assert issues[("callbacks", 0, "CSVLogger", "filename")] == (
+        f"{earlier_log} already exists (an earlier run's?) and CSVLogger would overwrite it: "
+        "give a relative path (it goes into the new run directory), a new file name, or "
+        "append: true")
+    assert issues[("callbacks", 1, "ModelCheckpoint", "filepath")].startswith(
+        f"{earlier_model} already exists")
+    assert earlier_log.read_text() == "epoch,loss\n0,1.0\n"
+    config["callbacks"] = [{"CSVLogger": {"filename": str(earlier_log), "append": True}}]
+    from kexp.training.callbacks import check_callback_paths
+
+    check_callback_paths(load_config(write_config(tmp_path / "c.yaml", config)).config,
+                         tmp_path / "runs" / "new")  # appending to it is what was asked
+
+
 @pytest.mark.slow
 def test_callbacks_write_new_folders_and_swap_ema_weights_trains(tmp_path: Path) -> None:
     """What passes the checks trains: a CSVLogger in folders that do not exist yet (Keras'

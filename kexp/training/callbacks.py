@@ -324,7 +324,9 @@ def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool 
         given = kwargs.get(arg)
         if not isinstance(given, str) or "://" in given:
             continue  # the default (in the run directory), a URL, or a type Keras refuses
-        problem = _path_problem(name, given, Path(run_dir), kexp_files, kexp_folders, new_run)
+        appends = bool(kwargs.get("append")) if name == "CSVLogger" else False
+        problem = _path_problem(name, given, Path(run_dir), kexp_files, kexp_folders,
+                                new_run and not appends)
         if problem:
             issues.append(ConfigIssue(("callbacks", index, name, arg), problem))
     if issues:
@@ -333,6 +335,11 @@ def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool 
 
 def _path_problem(name: str, given: str, run_dir: Path, kexp_files: dict[str, str],
                   kexp_folders: list[str], new_run: bool) -> str | None:
+    """What is wrong with the path ``given`` to callback ``name`` (None: nothing).
+
+    ``new_run``: a run that does not own what is already at the path (a new run, and not a
+    CSVLogger appending), so an existing file there would be another run's, overwritten.
+    """
     what, is_file = _WRITES[name]
     target = Path(os.path.normpath(run_dir / given))
     parts = target.parts
@@ -356,6 +363,10 @@ def _path_problem(name: str, given: str, run_dir: Path, kexp_files: dict[str, st
         if target.is_dir():
             return (f"{target} is a directory, but {name} writes {what} to a file: give a "
                     f"file name in it (e.g. {target / _PATH_ARGS[name][1].split('/')[-1]})")
+        if new_run and target.exists():
+            return (f"{target} already exists (an earlier run's?) and {name} would overwrite "
+                    "it: give a relative path (it goes into the new run directory), a new "
+                    "file name" + (", or append: true" if name == "CSVLogger" else ""))
         folder = target.parent
     else:
         if target.exists() and not target.is_dir():
