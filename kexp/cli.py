@@ -238,14 +238,27 @@ def reproduce(
         raise typer.Exit(code)
 
 
+KeysOption = "KEY or OUTPUT=KEY"
+
+
 @app.command()
 def evaluate(
     target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluate on this csv/npz file."),
-    x: Optional[str] = typer.Option(None, "--x", help="npz key of the features."),
-    y: Optional[str] = typer.Option(None, "--y", help="npz key of the labels."),
-    label: Optional[str] = typer.Option(None, "--label", help="csv column of the labels."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON here."),
+    x: Optional[List[str]] = typer.Option(
+        None, "--x", metavar=KeysOption,
+        help="npz key of the features (INPUT=KEY, repeated, for several inputs)."),
+    y: Optional[List[str]] = typer.Option(
+        None, "--y", metavar=KeysOption,
+        help="npz key of the labels (OUTPUT=KEY, repeated, for several outputs)."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", metavar="COLUMN or OUTPUT=COLUMN",
+        help="csv column of the labels (OUTPUT=COLUMN, repeated, for several outputs)."),
+    features: Optional[List[str]] = typer.Option(
+        None, "--feature", help="csv feature column (repeat for several)."
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write the JSON here (a new file)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     debug: bool = DebugOption,
 ) -> None:
@@ -253,9 +266,12 @@ def evaluate(
 
     def action() -> None:
         from kexp.evaluation import evaluate as run_evaluate
+        from kexp.inputs import parse_keys
 
-        result = run_evaluate(target, data=data, x=x, y=y, label=label, output=output,
-                              out=err if as_json else out)
+        result = run_evaluate(
+            target, data=data, x=parse_keys(x, "--x"), y=parse_keys(y, "--y"),
+            label=parse_keys(label, "--label"), features=features or None, output=output,
+            out=err if as_json else out)
         if as_json:
             print(json.dumps(result, indent=2))
 
@@ -267,20 +283,26 @@ def predict(
     target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
     input: Path = typer.Option(..., "--input", "-i", help="csv or npz file of examples."),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Write predictions here (.csv or .npz); default: stdout."
+        None, "--output", "-o", help="Write predictions here (.csv or .npz; a new file); "
+        "default: stdout."
     ),
-    x: Optional[str] = typer.Option(None, "--x", help="npz key of the features."),
+    x: Optional[List[str]] = typer.Option(
+        None, "--x", metavar=KeysOption,
+        help="npz key of the features (INPUT=KEY, repeated, for several inputs)."),
     features: Optional[List[str]] = typer.Option(
         None, "--feature", help="csv feature column (repeat for several)."
     ),
     debug: bool = DebugOption,
 ) -> None:
-    """Predict class probabilities and labels (or values) for every example in a file."""
+    """Predict class probabilities and labels (or values) for every example in a file.
+    Labels are not needed: a label column in the file is left out of the features."""
 
     def action() -> None:
+        from kexp.inputs import parse_keys
         from kexp.prediction import predict as run_predict, to_csv
 
-        columns = run_predict(target, input, output=output, x=x, features=features or None)
+        columns = run_predict(target, input, output=output, x=parse_keys(x, "--x"),
+                              features=features or None)
         if output is None:
             sys.stdout.write(to_csv(columns))
         else:
@@ -331,9 +353,10 @@ def validate(
     def action() -> None:
         from kexp.config import load_config
 
-        if plot is not None and plot.exists():  # checked first: never draw over a file
-            raise UserError(f"{plot} already exists; kexp never overwrites a file: remove it "
-                            "or give --plot another name")
+        if plot is not None:  # checked first: never draw over a file, nor build for nothing
+            from kexp.outputs import check_output_file
+
+            check_output_file(plot, "--plot", example="model.png")
         try:
             loaded = load_config(config, sets or ())
         except ConfigError as exc:
@@ -350,7 +373,10 @@ def validate(
         render_summary(model, out)
         out.print(f"[green]ok:[/green] {config} is valid")
         if plot is not None:
-            note = plot_model(model, plot)
+            from kexp.outputs import writing
+
+            with writing(plot, "--plot"):
+                note = plot_model(model, plot)
             if note is None:
                 err.print(f"wrote {plot}", markup=False)
             else:
@@ -415,4 +441,23 @@ def init(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        _ignore_ctrl_c_while_exiting()
+
+
+def _ignore_ctrl_c_while_exiting() -> None:
+    """Ignore SIGINT once the command has returned and the process only exits.
+
+    The interpreter's teardown (TensorFlow's above all) takes a second or more, and CPython
+    puts Ctrl-C back to the system default while it finalizes: a Ctrl-C then killed kexp
+    (exit status -2, no message) after a run had completed and printed ``saved:``. The
+    command's own exit code stands; its results (a completed run's manifest) are already
+    final. SIGTERM keeps its default, so a teardown that hangs can still be stopped.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -12,6 +12,7 @@ file the run was trained on has changed since.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from kexp.data.pipeline import make_dataset
 from kexp.data.splits import Recorded, load_splits
 from kexp.display import metrics_table
 from kexp.errors import UserError
-from kexp.inputs import read_input
+from kexp.inputs import check_fits, read_input
 from kexp.manifest import now
+from kexp.outputs import check_output_file, output_problem, writing
 from kexp.runs import changed_data_files, load_model, resolve_target
 from kexp.training.artifacts import write_json
 
@@ -41,28 +43,41 @@ def evaluate(
     target: str | Path,
     *,
     data: str | Path | None = None,
-    x: str | None = None,
-    y: str | None = None,
-    label: str | None = None,
+    x: str | dict[str, str] | None = None,
+    y: str | dict[str, str] | None = None,
+    label: str | dict[str, str] | None = None,
+    features: list[str] | None = None,
     batch_size: int | None = None,
     output: str | Path | None = None,
     out: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate and return ``{"metrics": {...}, "examples": n, ...}``.
 
-    The result is written as JSON to ``output`` or, for a run directory, to a new file
-    ``<run>/evaluations/<UTC time>.json`` (the training-time ``evaluation.json`` is kept).
+    The result is written as JSON to ``output`` (a new file: an existing one is never
+    replaced) or, for a run directory, to a new file ``<run>/evaluations/<UTC time>.json``
+    (the training-time ``evaluation.json`` is kept). Either is checked before the model is
+    loaded, so a place that cannot be written costs no evaluation.
     """
     say = out or Console(stderr=True)
+    if output is not None:
+        check_output_file(output, "--output", example="evaluation.json")
     found = resolve_target(target)
     config = found.config
+    stamp = now().replace(":", "").replace("+0000", "Z")
+    record = None
+    if output is None and found.run_dir is not None:
+        record = found.run_dir / "evaluations" / f"{stamp}.json"
+        problem = output_problem(record)
+        if problem is not None:
+            raise UserError(f"cannot record the evaluation in {record.parent}: {problem}; "
+                            "give --output FILE to write it elsewhere")
     for warning in changed_data_files(found.manifest()):
         say.print(f"[yellow]warning:[/yellow] data changed since training: {warning}")
     manifest = found.manifest()
     class_names = manifest.data.get("class_names") if manifest else None
     if data is not None:
         arrays = read_input(data, config, labels=True, class_names=class_names,
-                            x=x, y=y, label=label)
+                            x=x, y=y, label=label, features=features)
         split = str(data)
     else:
         if config is None:
@@ -79,9 +94,23 @@ def evaluate(
     if not arrays.has_labels:
         raise UserError("evaluation needs labels (give --y KEY or --label COLUMN)")
     model = load_model(found.model_file, safe_mode=found.safe_mode)
+    if data is not None:  # the same check as kexp predict's, and the labels too
+        check_fits(model, arrays, data, labels=True)
     batch = batch_size or (config.data.batch_size if config else 32)
     dataset = make_dataset(arrays, batch, training=False, seed=0, cache=False)
-    metrics = {k: float(v) for k, v in model.evaluate(dataset, return_dict=True, verbose=0).items()}
+    try:
+        scores = model.evaluate(dataset, return_dict=True, verbose=0)
+    except Exception as exc:
+        # a label beyond the first examples that only the traced step sees (a streamed file)
+        found_label = re.search(r"Received a label value of (-?\d+) which is outside the "
+                                r"valid range of \[0, (\d+)\)", str(exc))
+        if found_label is None:
+            raise
+        raise UserError(
+            f"{data or 'the test split'}: a label is {found_label.group(1)}, but the model "
+            f"has {found_label.group(2)} classes: sparse categorical labels must be in "
+            f"[0, {found_label.group(2)})") from None
+    metrics = {k: float(v) for k, v in scores.items()}
     result = {
         "model": str(found.model_file),
         "split": split,
@@ -89,9 +118,8 @@ def evaluate(
         "metrics": metrics,
     }
     say.print(metrics_table({split: metrics}, title=f"evaluation of {found.model_file.name}"))
-    if output is not None:
-        write_json(Path(output), result)
-    elif found.run_dir is not None:
-        stamp = now().replace(":", "").replace("+0000", "Z")
-        write_json(found.run_dir / "evaluations" / f"{stamp}.json", result)
+    target_file, option = (Path(output), "--output") if output is not None else (record, None)
+    if target_file is not None:
+        with writing(target_file, option or "the evaluation record"):
+            write_json(target_file, result)
     return result

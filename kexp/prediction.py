@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import UserError
-from kexp.inputs import read_input
+from kexp.inputs import check_fits, read_input
+from kexp.outputs import check_output_file, writing
 from kexp.runs import load_model, resolve_target
 from kexp.training.artifacts import atomic_path, write_text
 
@@ -26,16 +27,17 @@ from kexp.training.artifacts import atomic_path, write_text
 def _activation(model: Any, output_index: int) -> str | None:
     """Name of the activation that produces an output (softmax / sigmoid / ...), if known."""
     try:
-        tensor = model.outputs[output_index]
-        layer = tensor._keras_history.operation
-        while type(layer).__name__ == "Identity":  # an output renamed by a functional graph
-            layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        history = model.outputs[output_index]._keras_history
+        while type(history.operation).__name__ == "Identity":  # renamed by a functional graph
+            history = history.operation._inbound_nodes[0].input_tensors[0]._keras_history
     except (AttributeError, IndexError):
         return None
+    layer = history.operation
     if getattr(layer, "outputs", None) and layer is not model:
         # a model nested in a wrapper (data.preprocessing in front of the config's model):
-        # the activation is that of the inner model's matching output
-        return _activation(layer, min(output_index, len(layer.outputs) - 1))
+        # the activation is that of the inner model's output this tensor is (its index
+        # among the inner call's outputs, flattened as the inner model's ``outputs`` are)
+        return _activation(layer, history.tensor_index)
     activation = getattr(layer, "activation", None)
     if activation is not None:
         return getattr(activation, "__name__", None)
@@ -66,10 +68,14 @@ def _columns(name: str, values: np.ndarray, activation: str | None,
 def prediction_columns(model: Any, predictions: Any, class_names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Named output columns for ``model.predict`` results (one array, a list or a dict)."""
     if isinstance(predictions, dict):
-        items = list(predictions.items())
-        index = {n: i for i, n in enumerate(getattr(model, "output_names", []) or [])}
-        return {k: v for name, p in items
-                for k, v in _columns(name, np.asarray(p), _activation(model, index.get(name, 0)),
+        from kexp.tf import keras
+
+        # model.outputs are the output structure flattened (a dict in Keras' key order): the
+        # index of each name, whatever the output layers are called (the preprocessing
+        # wrapper's are all the inner model)
+        order = keras.tree.flatten({name: name for name in predictions})
+        return {k: v for name, p in predictions.items()
+                for k, v in _columns(name, np.asarray(p), _activation(model, order.index(name)),
                                      class_names).items()}
     if isinstance(predictions, (list, tuple)):
         names = list(getattr(model, "output_names", []) or [str(i) for i in range(len(predictions))])
@@ -83,17 +89,24 @@ def predict(
     input: str | Path,
     *,
     output: str | Path | None = None,
-    x: str | None = None,
+    x: str | dict[str, str] | None = None,
     features: list[str] | None = None,
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Predict for every example in ``input``; write csv or npz to ``output`` when given."""
+    """Predict for every example in ``input``; write csv or npz to ``output`` when given.
+
+    ``output`` is checked first (a new file in a writable folder: an existing file is never
+    replaced), so a path that cannot be written costs no model loading and no predicting.
+    """
+    if output is not None:
+        check_output_file(output, "--output", example="predictions.csv")
     found = resolve_target(target)
     manifest = found.manifest()
     class_names = manifest.data.get("class_names") if manifest else None
     arrays = read_input(input, found.config, labels=False, class_names=class_names,
                         x=x, features=features)
     model = load_model(found.model_file, safe_mode=found.safe_mode)
+    check_fits(model, arrays, input, labels=False)  # the first examples, in the user's terms
     from kexp.data.pipeline import make_dataset
 
     try:
@@ -106,7 +119,8 @@ def predict(
     if arrays.names is not None:  # which file each prediction is for
         columns = {"file": np.asarray(arrays.names, dtype=object), **columns}
     if output is not None:
-        write_predictions(columns, Path(output))
+        with writing(output, "--output"):
+            write_predictions(columns, Path(output))
     return columns
 
 

@@ -94,6 +94,8 @@ def _find_target(target: str | Path) -> Target:
             run_dir = path.parent.parent  # checkpoints/best.keras
         loaded = load_config(run_dir / "config.yaml") if run_dir else None
         return Target(path, run_dir, loaded)
+    if path.is_symlink():
+        raise UserError(f"{path} is a symbolic link to nothing (or a loop of links)")
     raise UserError(f"no such run directory or model file: {path}")
 
 
@@ -103,10 +105,15 @@ def load_model(path: Path, safe_mode: bool = True) -> Any:
 
     ``safe_mode=False`` only for a run whose config says ``allow_unsafe_deserialization``.
     """
+    import zipfile
+
     from kexp.hardware.precision import load_model as load_in_policy
     from kexp.safety import is_safe_mode_refusal, load_refusal
     from kexp.training.artifacts import quiet_absl
 
+    why = _not_a_model(Path(path))
+    if why is not None:
+        raise UserError(f"{path} is not a readable Keras model: {why}")
     try:
         with quiet_absl():  # the .h5 loader warns about metrics it builds lazily
             # under the model's own dtype policy: a float16 model's loss-scale optimizer state
@@ -117,12 +124,39 @@ def load_model(path: Path, safe_mode: bool = True) -> Any:
 
             restore_optimizer_slots(model, path)
         return model
+    except zipfile.BadZipFile as exc:  # a member of the archive is damaged
+        raise UserError(f"{path} is not a readable Keras model: a damaged archive ({exc})"
+                        ) from None
     except (OSError, ValueError, TypeError) as exc:
         if is_safe_mode_refusal(exc):
             raise UserError(load_refusal(path)) from None
         if "Could not locate" in str(exc) or "register_keras_serializable" in str(exc):
             raise UserError(_missing_component(path, exc)) from None
         raise UserError(f"cannot load the model {path}: {exc}") from None
+
+
+def _not_a_model(path: Path) -> str | None:
+    """Why ``path`` cannot hold a saved model, from its format's own structure, or None.
+
+    Keras says "File not found" of a ``.keras`` file that is there but is no zip archive (a
+    truncated copy, another file renamed), which sends the user looking for the wrong thing.
+    """
+    import zipfile
+
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            return "it is not a .keras archive (a zip file); a truncated copy, or another kind of file?"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.getinfo("config.json")
+        except (KeyError, zipfile.BadZipFile, OSError):
+            return "the archive has no config.json, which every saved Keras model has"
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        if not h5py.is_hdf5(str(path)):
+            return "it is not an HDF5 file; a truncated copy, or another kind of file?"
+    return None
 
 
 def _missing_component(path: Path, exc: BaseException) -> str:

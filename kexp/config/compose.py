@@ -186,7 +186,7 @@ def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
         # shown in messages as the user would type it: relative when the file was named so
         base_label = (os.path.normpath(Path(label).parent / Path(entry).expanduser())
                       if text is None else str(base_path))
-        resolved = base_path.resolve()
+        resolved = _resolved(base_path)
         if resolved in stack:
             chain = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
             problems.add([ConfigIssue((EXTENDS,), f"extends cycle: {chain}", file=label,
@@ -223,6 +223,16 @@ def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
     return result, merged_where
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with its links followed; a loop of symbolic links (which
+    ``resolve`` raises as RuntimeError before Python 3.13) is left for reading the file to
+    report, as an unreadable config file or base."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        return Path(os.path.abspath(path))
+
+
 def compose_file(path: str | Path, problems: LoadProblems | None = None,
                  ) -> tuple[Any, SourceMap, list[str]]:
     """Load a config file with its ``extends`` chain merged in.
@@ -234,7 +244,7 @@ def compose_file(path: str | Path, problems: LoadProblems | None = None,
     """
     files: list[str] = []
     path = Path(path)
-    resolved = path.resolve()
+    resolved = _resolved(path)
     collected = problems if problems is not None else LoadProblems()
     raw, where = _load(resolved, str(path), None, (resolved,), files, collected)
     if problems is None:

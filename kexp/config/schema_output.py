@@ -48,14 +48,19 @@ def is_generated(path: Path) -> bool:
         return False
 
 
-def write_generated(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, replacing only a file kexp generated."""
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give a file name, e.g. {path / 'kexp.schema.json'}")
-    if path.exists() and not is_generated(path):
+def write_generated(path: Path, text: str, option: str = "--output") -> None:
+    """Write ``text`` to ``path``, replacing only a file kexp generated.
+
+    The target is checked like every file kexp is asked to write (:mod:`kexp.outputs`): a
+    folder, a parent that is a file or a folder that refuses new files is a user error
+    naming ``option``.
+    """
+    from kexp.outputs import check_output_file, writing
+    from kexp.training.artifacts import write_text
+
+    if path.is_file() and not is_generated(path):
         raise UserError(f"{path} exists and was not written by `kexp schema`; "
                         "kexp never overwrites it (choose another file)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    check_output_file(path, option, may_replace=is_generated, example="kexp.schema.json")
+    with writing(path, option):
+        write_text(path, text)

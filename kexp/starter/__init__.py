@@ -10,6 +10,7 @@ config is an error, an identical data file is left alone, a different one is an 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,10 @@ class Written:
 def write_starter(path: str | Path, functional: bool = False) -> Written:
     """Write the starter config to ``path``, plus its data and schema next to it."""
     from kexp.config.jsonschema import json_schema
+    from kexp.outputs import check_output_file, writing
 
     path = Path(path)
-    if path.exists():
+    if os.path.lexists(path):
         raise UserError(f"{path} already exists; kexp init never overwrites a file "
                         "(give another name: kexp init other.yaml)")
     if path.suffix not in (".yaml", ".yml"):
@@ -52,7 +54,7 @@ def write_starter(path: str | Path, functional: bool = False) -> Written:
     for relative in DATA_FILES:
         content = (_HERE / relative).read_bytes()
         target = folder / relative
-        if target.exists():
+        if target.is_file():
             if target.read_bytes() != content:
                 raise UserError(f"{target} exists and is not the iris data the starter trains "
                                 "on; kexp init never overwrites a file (choose another folder)")
@@ -60,17 +62,21 @@ def write_starter(path: str | Path, functional: bool = False) -> Written:
         else:
             plan.append((target, content))
     schema = folder / SCHEMA_FILE
-    if schema.exists():
+    if schema.is_file():
         kept.append(schema)
     else:
         plan.append((schema, (json.dumps(json_schema(), indent=2) + "\n").encode()))
     text = template(functional).replace(_TEMPLATE_NAME, path.name)
     plan.insert(0, (path, text.encode()))
+    for target, _ in plan:  # each in a folder that takes new files (made if missing)
+        check_output_file(target, "kexp init")
 
     written = []
     for target, content in plan:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "xb") as handle:  # "x": fail rather than overwrite, even in a race
-            handle.write(content)
+        with writing(target, "kexp init"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # "x": fail rather than overwrite, even in a race
+            with open(target, "xb") as handle:
+                handle.write(content)
         written.append(target)
     return Written(written, kept)
