@@ -148,6 +148,96 @@ def test_a_declared_model_checkpoint_saves_atomically(tmp_path: Path,
     assert target.read_bytes() == before and os.listdir(target.parent) == ["model.keras"]
 
 
+def _counting_saves(model: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    saved: list[str] = []
+    save = model.save
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> None:
+        saved.append(path)
+        save(path, *args, **kwargs)
+
+    monkeypatch.setattr(model, "save", counted)
+    return saved
+
+
+@pytest.mark.parametrize("save_last", [True, False])
+def test_checkpoints_save_the_model_once_per_epoch(tmp_path: Path, save_last: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """best.keras in an epoch that also writes last.keras is a copy of its bytes (atomic),
+    not a second Keras save of the same model."""
+    from kexp.config.schema import CheckpointSection
+    from kexp.tf import keras
+    from kexp.training.callbacks import Checkpoints
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    section = CheckpointSection(monitor="loss", mode="min", save_last=save_last)
+    callback = Checkpoints(tmp_path / "checkpoints", section, "loss")
+    callback.set_model(model)
+    saved = _counting_saves(model, monkeypatch)
+    best, last = tmp_path / "checkpoints" / "best.keras", tmp_path / "checkpoints" / "last.keras"
+    for epoch, loss, improved in [(0, 1.0, True), (1, 2.0, False), (2, 0.5, True)]:
+        before = best.read_bytes() if best.exists() else None
+        model.layers[0].kernel.assign(np.full((3, 2), loss, "float32"))  # tells epochs apart
+        saved.clear()
+        callback.on_epoch_end(epoch, {"loss": loss})
+        assert len(saved) == (1 if save_last or improved else 0)  # one Keras save at most
+        if improved and save_last:
+            assert best.read_bytes() == last.read_bytes()
+        elif not improved:
+            assert best.read_bytes() == before
+        weights = keras.models.load_model(best, compile=False).layers[0].kernel.numpy()
+        assert weights[0, 0] == (loss if improved else 1.0)
+    assert callback.best_epoch == 3 and last.exists() == save_last
+    assert sorted(p.name for p in best.parent.iterdir()) == \
+        (["best.keras", "last.keras"] if save_last else ["best.keras"])  # no temporaries
+
+
+def test_keras_saves_after_the_first_reuse_its_attribute_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keras 3.15 caches, per kind of object, the attribute names its saver skips, under a
+    key it never reads: each save built reference layers and optimizers again (a third of a
+    small model's save). kexp stores them where Keras looks; the files are the same."""
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import Layer
+    from keras.src.saving import saving_lib
+
+    from kexp.tf import keras
+    from kexp.training.artifacts import save_model
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse", metrics=["mae"])
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)
+    built: list[str] = []
+    init = Layer.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(type(self).__name__)
+        init(self, *args, **kwargs)
+
+    save_model(model, tmp_path / "first.keras")
+    stored = {k: v for k, v in vars(global_state.GLOBAL_STATE_TRACKER).items()
+              if k.startswith("saving_attr_skiplist_")}
+    assert {"saving_attr_skiplist_Sequential", "saving_attr_skiplist_Optimizer"} <= set(stored)
+    monkeypatch.setattr(Layer, "__init__", counted)
+    save_model(model, tmp_path / "second.keras")
+    assert built == []  # nothing rebuilt: the saver found its lists
+    for key, value in stored.items():  # and they are what Keras computes afresh
+        kind = key.rsplit("_", 1)[1]
+        monkeypatch.delattr(global_state.GLOBAL_STATE_TRACKER, key)
+        monkeypatch.delattr(global_state.GLOBAL_STATE_TRACKER, f"saving_attr_skipset_{kind}")
+        assert saving_lib.get_attr_skipset(kind) == value
+    assert built  # (computing them afresh builds reference objects: the cost avoided)
+    with zipfile.ZipFile(tmp_path / "first.keras") as a, \
+            zipfile.ZipFile(tmp_path / "second.keras") as b:
+        assert a.read("config.json") == b.read("config.json")
+    first, second = (keras.models.load_model(tmp_path / f"{n}.keras") for n in ("first", "second"))
+    for x, y in zip(first.variables + first.optimizer.variables,
+                    second.variables + second.optimizer.variables):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
 def test_history_file_survives_torn_rows_and_repeated_epochs(tmp_path: Path) -> None:
     from kexp.training.history import HistoryFile, read_history, repair_csv
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.tf import keras
-from kexp.training.artifacts import atomic_path, quiet_absl
+from kexp.training.artifacts import atomic_path, keep_keras_save_cache, quiet_absl
 
 
 class _AtomicSaves:
@@ -35,6 +35,7 @@ class _AtomicSaves:
             tmp.unlink()  # Keras asks before writing over a file; the name is ours anyway
             with quiet_absl():  # .h5: Keras warns that the format is legacy on every save
                 self._model.save(str(tmp), overwrite=True, **kwargs)
+        keep_keras_save_cache()  # (every epoch: kexp.training.artifacts)
 
     def save_weights(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         final = Path(filepath)
@@ -42,6 +43,7 @@ class _AtomicSaves:
         with atomic_path(final, suffix=suffix) as tmp:
             tmp.unlink()
             self._model.save_weights(str(tmp), overwrite=True, **kwargs)
+        keep_keras_save_cache()
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
