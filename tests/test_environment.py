@@ -202,6 +202,32 @@ def test_packages(record: dict[str, Any]) -> None:
     assert f"tensorflow=={tf_version}" in packages
 
 
+def test_package_names_and_versions_as_the_email_parser_reads_them(tmp_path: Path) -> None:
+    """The header scan answers what ``dist.metadata``/``dist.version`` answer: for every
+    installed distribution, and for metadata whose body mentions Name/Version again, with
+    folded or repeated headers and other letter cases, and for PKG-INFO-only egg-info."""
+    for dist in importlib.metadata.distributions():
+        assert environment._name_and_version(dist) == (dist.metadata["Name"], dist.version)
+    site = tmp_path / "site"
+    cases = {
+        "plain-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: plain\nVersion: 1.0\n",
+        "body-2.0.dist-info/METADATA": (
+            "Metadata-Version: 2.1\r\nname:  Body_Pkg \r\nSummary: one\r\n  Name: folded\r\n"
+            "VERSION: 2.0\r\nVersion: 9.9\r\n\r\nName: from-the-body\nVersion: 0\n"),
+        "late-3.0.dist-info/METADATA": "Metadata-Version: 2.1\nSummary: x\n\nName: late\n",
+        "old.egg-info/PKG-INFO": "Metadata-Version: 1.0\nName: old\nVersion: 0.1\n\nbody\n",
+    }
+    for relative, text in cases.items():
+        (site / relative).parent.mkdir(parents=True)
+        (site / relative).write_text(text, newline="")
+    dists = {d._path.name: d for d in importlib.metadata.distributions(path=[str(site)])}
+    assert len(dists) == len(cases)
+    for dist in dists.values():
+        assert environment._name_and_version(dist) == (dist.metadata["Name"], dist.version)
+    assert environment._name_and_version(dists["body-2.0.dist-info"]) == ("Body_Pkg ", "2.0")
+    assert environment._name_and_version(dists["late-3.0.dist-info"]) == (None, None)
+
+
 def test_render_mentions_versions(record: dict[str, Any]) -> None:
     console = Console(record=True, width=120)
     environment.render(record, console)
