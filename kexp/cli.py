@@ -259,6 +259,8 @@ def evaluate(
     ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Write the JSON here (a new file)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the --output file if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     debug: bool = DebugOption,
 ) -> None:
@@ -271,7 +273,7 @@ def evaluate(
         result = run_evaluate(
             target, data=data, x=parse_keys(x, "--x"), y=parse_keys(y, "--y"),
             label=parse_keys(label, "--label"), features=features or None, output=output,
-            out=err if as_json else out)
+            out=err if as_json else out, overwrite=overwrite)
         if as_json:
             print(json.dumps(result, indent=2))
 
@@ -292,6 +294,8 @@ def predict(
     features: Optional[List[str]] = typer.Option(
         None, "--feature", help="csv feature column (repeat for several)."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the --output file if it exists."),
     debug: bool = DebugOption,
 ) -> None:
     """Predict class probabilities and labels (or values) for every example in a file.
@@ -302,7 +306,7 @@ def predict(
         from kexp.prediction import predict as run_predict, to_csv
 
         columns = run_predict(target, input, output=output, x=parse_keys(x, "--x"),
-                              features=features or None)
+                              features=features or None, overwrite=overwrite)
         if output is None:
             sys.stdout.write(to_csv(columns))
         else:

@@ -50,17 +50,19 @@ def evaluate(
     batch_size: int | None = None,
     output: str | Path | None = None,
     out: Console | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate and return ``{"metrics": {...}, "examples": n, ...}``.
 
-    The result is written as JSON to ``output`` (a new file: an existing one is never
-    replaced) or, for a run directory, to a new file ``<run>/evaluations/<UTC time>.json``
+    The result is written as JSON to ``output`` (a new file: an existing one is replaced only
+    with ``overwrite``) or, for a run directory, to a new file ``<run>/evaluations/<UTC time>.json``
     (the training-time ``evaluation.json`` is kept). Either is checked before the model is
     loaded, so a place that cannot be written costs no evaluation.
     """
     say = out or Console(stderr=True)
     if output is not None:
-        check_output_file(output, "--output", example="evaluation.json")
+        check_output_file(output, "--output", example="evaluation.json",
+                          may_replace=lambda _: overwrite)
     found = resolve_target(target)
     config = found.config
     stamp = now().replace(":", "").replace("+0000", "Z")

@@ -54,8 +54,9 @@ def check_output_file(
         hint = f" (e.g. {path / example})" if example and path.is_dir() else ""
         raise UserError(f"{option} {path}: cannot write it: {problem}{hint}")
     if os.path.lexists(path) and not (may_replace is not None and may_replace(path)):
-        raise UserError(f"{option} {path}: the file already exists; kexp never overwrites a "
-                        "file (remove it or give another name)")
+        raise UserError(f"{option} {path}: the file already exists; kexp does not overwrite a "
+                        "file unless told to (remove it, give another name"
+                        + (", or add --overwrite)" if option == "--output" else ")"))
     return path
 
 

@@ -92,14 +92,17 @@ def predict(
     x: str | dict[str, str] | None = None,
     features: list[str] | None = None,
     batch_size: int = 256,
+    overwrite: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predict for every example in ``input``; write csv or npz to ``output`` when given.
 
-    ``output`` is checked first (a new file in a writable folder: an existing file is never
-    replaced), so a path that cannot be written costs no model loading and no predicting.
+    ``output`` is checked first (a new file in a writable folder: an existing file is only
+    replaced with ``overwrite``), so a path that cannot be written costs no model loading
+    and no predicting.
     """
     if output is not None:
-        check_output_file(output, "--output", example="predictions.csv")
+        check_output_file(output, "--output", example="predictions.csv",
+                          may_replace=lambda _: overwrite)
     found = resolve_target(target)
     manifest = found.manifest()
     class_names = manifest.data.get("class_names") if manifest else None

@@ -284,8 +284,24 @@ def test_a_folder_or_a_file_as_parent_is_refused(tmp_path: Path) -> None:
     mine.write_text("mine\n")
     done = cli(["predict", tmp_path / "no-run", "--input", DATA / "iris_test.csv",
                 "--output", mine])
-    assert_user_error(done, "already exists", "never overwrites")
+    assert_user_error(done, "already exists", "or add --overwrite")
     assert mine.read_text() == "mine\n"
+
+
+def test_predict_and_evaluate_replace_an_output_only_with_overwrite(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    predictions, scores = tmp_path / "p.csv", tmp_path / "e.json"
+    predictions.write_text("old\n")
+    scores.write_text("old\n")
+    assert_user_error(cli(["evaluate", runs["iris"], "-o", scores]), "add --overwrite")
+    done = cli(["predict", runs["iris"], "--input", DATA / "iris_test.csv", "-o", predictions,
+                "--overwrite"])
+    assert done.returncode == 0, done.stderr
+    assert predictions.read_text().startswith("prob_0,")
+    done = cli(["evaluate", runs["iris"], "-o", scores, "--overwrite"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(scores.read_text())["metrics"]["accuracy"] >= 0
 
 
 def test_schema_output_is_written_atomically_and_regenerated(tmp_path: Path) -> None:
