@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from kexp.data.files import link_problem
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, UserError
 
 MIB = 1 << 20
@@ -125,9 +126,9 @@ def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) 
     config = loaded.config
     issues: list[ConfigIssue] = []
     for path, value in _data_paths(config):
-        if not Path(value).exists():
+        if not Path(value).exists():  # a link that loops or points nowhere is said as such
             issues.append(_located(loaded, ConfigIssue(
-                path, f"no such file or folder: {value}")))
+                path, link_problem(Path(value)) or f"no such file or folder: {value}")))
     if root is not None:
         problem = _output_problem(Path(root).absolute())
         if problem is not None:

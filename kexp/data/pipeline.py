@@ -33,6 +33,7 @@ from typing import Any
 
 from kexp.data.arrays import Arrays
 from kexp.data.memory import budget, size_text
+from kexp.data.stream import Stream, guard_batches
 from kexp.errors import ConfigError, ConfigIssue, ConfigWarning
 from kexp.tf import tf
 
@@ -148,6 +149,8 @@ def make_dataset(
                 choice.shuffle_buffer, seed=seed, reshuffle_each_iteration=True
             )
         dataset = dataset.batch(batch_size, drop_remainder=drop)
+    if isinstance(examples, Stream) and examples.finite_guard:  # floats nothing checked yet
+        dataset = guard_batches(dataset, examples.at, examples.has_labels)
     if prefetch:
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()

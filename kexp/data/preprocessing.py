@@ -18,9 +18,11 @@ layers stay in the model too; Keras runs them only when ``training=True``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from kexp.config.schema import ExperimentConfig, PreprocessingSection, spec_parts
+from kexp.data.stream import Stream, guard_batches, nonfinite_error
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, nearest
 from kexp.model import compile_model
 from kexp.resolve import make_layer
@@ -78,6 +80,20 @@ def _adapt_chain(layers: list[Any], data: Any, at: KeyPath, specs: list[Any]) ->
                     at + (i,), f"{name} could not adapt to the training data: {_first_line(exc)}"
                 ) from exc
         done.append(layer)
+
+
+@contextmanager
+def _nan_in_stream(train: Any) -> Iterator[None]:
+    """A NaN that a streamed split's check met while a layer adapted (the first pass over
+    it, kexp.data.stream.guard_batches) is the data's error, not the layer's."""
+    try:
+        yield
+    except ConfigError as exc:
+        found = nonfinite_error(exc.__cause__, train.at) if (
+            exc.__cause__ is not None and isinstance(train, Stream)) else None
+        if found is None:
+            raise
+        raise found from None
 
 
 def _chain(layers: list[Any]) -> Callable[[Any], Any]:
@@ -189,8 +205,11 @@ def attach_preprocessing(model: Any, config: ExperimentConfig, train: Any, strat
             raise ConfigError(issues)
         _check_formats(config, layers)
         x_data = _features(train.dataset(), train.has_labels)
+        if isinstance(train, Stream) and train.finite_guard:  # a NaN would be adapted to
+            x_data = guard_batches(x_data.batch(_ADAPT_BATCH), train.at, False).unbatch()
         raw = _raw_inputs(x_data.element_spec)
-        tensor = _encode_columns(spec, raw, x_data, issues, config)
+        with _nan_in_stream(train):
+            tensor = _encode_columns(spec, raw, x_data, issues, config)
         if isinstance(tensor, dict):
             tensor = _combine(tensor, model)
         if layers:
@@ -202,7 +221,8 @@ def attach_preprocessing(model: Any, config: ExperimentConfig, train: Any, strat
             if isinstance(raw, dict):
                 encoder = keras.Model(raw, tensor)
                 combined = combined.map(lambda x: encoder(x, training=False))
-            _adapt_chain(layers, combined, _AT + ("layers",), spec.layers)
+            with _nan_in_stream(train):
+                _adapt_chain(layers, combined, _AT + ("layers",), spec.layers)
             tensor = _apply(layers, tensor, _AT + ("layers",), spec.layers)
         tensor = _apply(augmentation, tensor, _AT + ("augmentation",), spec.augmentation)
         try:

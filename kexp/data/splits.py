@@ -152,11 +152,12 @@ def load_splits(
     needs_train = recorded is None or "train" in wanted or any(n in wanted for n in fractions)
     if not needs_train:
         splits = Splits(train=None, recorded_class_names=recorded.class_names)
-        context = SourceContext(class_names=recorded.class_names)
+        context = SourceContext(class_names=recorded.class_names, after_training=True)
     else:
         full_train = _load(data.train, ("data", "train"), None, recorded)
         context = SourceContext(
-            class_names=recorded.class_names if recorded is not None else full_train.class_names)
+            class_names=recorded.class_names if recorded is not None else full_train.class_names,
+            after_training=True)
         indices: dict[str, np.ndarray] = {}
         if fractions:
             indices = dict(saved_indices) if saved_indices else fraction_indices(

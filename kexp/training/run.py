@@ -29,7 +29,7 @@ from kexp.config.schema import ExperimentConfig
 from kexp.config.yaml_io import dump
 from kexp.data.pipeline import make_dataset, pipeline_record, steps
 from kexp.data.preprocessing import attach_preprocessing
-from kexp.data.splits import Splits, load_splits
+from kexp.data.splits import Recorded, Splits, load_splits
 from kexp.display import RichProgress, console as progress_console, metrics_table
 from kexp.environment import collect
 from kexp.errors import ConfigError, ConfigIssue, TrainingFailed
@@ -181,8 +181,11 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
     config_obj, info, model = prepare(loaded)
     check_space(plan.run_dir if plan else root, model, len(config_obj.output.formats))
     with loaded.locating():
+        # a resume reads what the run read: its split indices, and the files its TFRecord
+        # globs matched then (a file added since would change the data; kexp.data.splits)
         splits = load_splits(config_obj.data, config_obj.seed,
-                             saved_indices=plan.saved_indices if plan else None)
+                             saved_indices=plan.saved_indices if plan else None,
+                             recorded=Recorded.from_manifest(plan.manifest.data) if plan else None)
         # adapted on the training split only, then saved inside the model (kexp.data)
         model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
         # the first examples of every split through the model, loss and each metric

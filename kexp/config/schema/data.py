@@ -16,10 +16,12 @@ The reference of every source's options is ``docs/data.md``.
 
 from __future__ import annotations
 
+import codecs
+import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from kexp.config.schema.common import KerasSpec, Section
 
@@ -35,7 +37,22 @@ def _absolute(base: Path, value: Any) -> Any:
         return [_absolute(base, v) for v in value]
     if value is None:
         return None
-    return str((base / Path(value).expanduser()).resolve())
+    path = base / Path(value).expanduser()
+    try:
+        return str(path.resolve())
+    except RuntimeError:  # a symbolic link loop (Python < 3.13): kept, for the source to name
+        return os.path.abspath(path)
+
+
+def _codec(name: str) -> str:
+    """An encoding Python knows (``codecs.lookup``), else a schema error at the key."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(
+            "not a text encoding Python knows (codec names: utf-8, latin-1, cp1252, ...)"
+        ) from None
+    return name
 
 
 class SourceBase(Section):
@@ -108,6 +125,10 @@ class CsvSource(SourceBase):
     )
     dtype: Literal["float32", "float64", "int32", "int64"] = Field(
         "float32", description="dtype of the feature matrix (all-numeric features)."
+    )
+    encoding: Annotated[str, AfterValidator(_codec)] = Field(
+        "utf-8", description="Text encoding of the file, a Python codec name (utf-8, latin-1, "
+        "cp1252, ...); a UTF-8 byte-order mark is skipped."
     )
     stream: Optional[bool] = Field(
         None,

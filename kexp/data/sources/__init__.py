@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from kexp.errors import KeyPath
+from kexp.errors import ConfigError, KeyPath
 
 #: ``source:`` tag -> "module:function" that reads it.
 LOADERS: dict[str, str] = {
@@ -37,6 +37,17 @@ class SourceContext:
     """
 
     class_names: list[str] | None = None
+    #: A split read after the training split: text labels must be among its class names,
+    #: and when it named none (its labels are numbers), text labels mean nothing here.
+    after_training: bool = False
+
+    def known_classes(self, at: KeyPath) -> list[str] | None:
+        """The class names text labels must be among; None: draw them from these labels."""
+        if self.class_names is None and self.after_training:
+            raise ConfigError.single(
+                at, "the labels are text, but the training split's labels are numbers (it "
+                "names no classes): store the same class ids as the training data")
+        return self.class_names
 
 
 def load_source(spec: Any, path: KeyPath, context: SourceContext | None = None) -> Any:

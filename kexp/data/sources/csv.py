@@ -14,15 +14,20 @@ A model with several inputs or outputs takes its columns by name, as npz takes i
 ``features: {pixels: [...], stats: [...]}`` makes one matrix per input (numeric columns),
 ``label: {digit: label, parity: odd}`` one label array per output (numeric columns).
 
-A cell listed in ``na_values`` is missing: it takes the column's ``fill`` value, or is an
-error naming the line and column. Files too large for memory are streamed with tf.data (see
+A cell listed in ``na_values`` is missing, and so is a number that is not finite (``nan``,
+``inf``): it takes the column's ``fill`` value, or is an error naming the line and column.
+The file is read in its declared ``encoding`` (default UTF-8, a byte-order mark skipped);
+text that does not decode is an error naming the line and byte. Files too large for memory are streamed with tf.data (see
 :mod:`kexp.data.sources.csv_stream`) after one validating pass; both readings give the same
 values.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +36,7 @@ import numpy as np
 
 from kexp.config.schema import CsvSource
 from kexp.data.arrays import Arrays
+from kexp.data.files import require
 from kexp.data.memory import budget
 from kexp.errors import ConfigError, KeyPath, format_path, nearest
 
@@ -58,6 +64,11 @@ class Plan:
     def index(self, name: str) -> int:
         return self.columns.index(name)
 
+    def open(self) -> Any:
+        """The file opened for the csv reader (decoding errors named with their line)."""
+        return open_text(self.file, self.spec.encoding, self.at,
+                         declared="encoding" in self.spec.model_fields_set)
+
     @property
     def dict_features(self) -> bool:
         """Features of mixed types are kept apart, keyed by column name."""
@@ -78,25 +89,103 @@ def _rows(handle: Any, spec: CsvSource) -> Iterator[tuple[int, list[str]]]:
             yield reader.line_num, row
 
 
-def read_header(path: Path, delimiter: str, at: KeyPath) -> list[str]:
+def _codec(encoding: str) -> str:
+    """The codec to open a file with: UTF-8 skips a byte-order mark (Excel writes one),
+    which would otherwise stick to the first column's name."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _undecodable(path: Path, encoding: str) -> tuple[int, int, bytes] | None:
+    """``(line, byte offset, bytes)`` of the first bytes of ``path`` that ``encoding`` cannot
+    decode, or None: a second pass in binary, line by line, only once decoding failed."""
+    decoder = codecs.getincrementaldecoder(_codec(encoding))()
+    offset = 0
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                start = max(0, exc.start - (len(exc.object) - len(raw)))  # minus held bytes
+                return line, offset + start, bytes(exc.object[exc.start:exc.end])
+            except UnicodeError:
+                return None
+            offset += len(raw)
+    return None
+
+
+@contextmanager
+def open_text(path: Path, encoding: str, at: KeyPath, *, declared: bool = False) -> Iterator[Any]:
+    """``path`` opened for the csv reader; text it cannot decode, or that is no csv text (a
+    NUL byte, a field beyond the csv module's limit), is a ConfigError naming the file and
+    where in it, at ``<at>.encoding`` when the user ``declared`` the encoding, else
+    ``<at>.path``."""
+    require(path, at + ("path",))
+    try:
+        with path.open(newline="", encoding=_codec(encoding)) as handle:
+            yield handle
+    except UnicodeError as exc:  # UnicodeDecodeError, or a codec's own (UTF-16 BOM)
+        if _binary(path):
+            raise ConfigError.single(at + ("path",), f"{path.name} is not a text file (it "
+                                     "holds NUL bytes): is it a csv file?") from None
+        where = _undecodable(path, encoding) if isinstance(exc, UnicodeDecodeError) else None
+        name = encoding if declared else "UTF-8"
+        found = (f"line {where[0]} has byte(s) {where[2].hex(' ')} (byte offset {where[1]})"
+                 if where else str(exc))
+        hint = (f"declare its encoding in {format_path(at + ('encoding',))} (e.g. latin-1 "
+                "or cp1252), or convert it to UTF-8") if not declared else (
+                "is that its encoding?")
+        raise ConfigError.single(
+            at + (("encoding",) if declared else ("path",)),
+            f"{path.name} is not {name} text: {found}; {hint}",
+        ) from None
+    except csv.Error as exc:
+        if _binary(path):
+            raise ConfigError.single(at + ("path",), f"{path.name} is not a text file (it "
+                                     "holds NUL bytes): is it a csv file?") from None
+        raise ConfigError.single(
+            at + ("path",), f"{path.name} cannot be read as a csv file: {exc}") from None
+
+
+def _binary(path: Path) -> bool:
+    """Whether the start of ``path`` holds a NUL byte, which no csv text in an 8-bit or
+    UTF-8 encoding has (an image, an archive, a model file given by mistake)."""
+    with path.open("rb") as handle:
+        start = handle.read(8192)
+    return b"\0" in start and not start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+
+
+def read_header(path: Path, delimiter: str, at: KeyPath, encoding: str = "utf-8",
+                declared: bool = False) -> list[str]:
     """The column names of a csv file's header row (a missing or empty file is an error)."""
-    if not path.is_file():
-        raise ConfigError.single(at + ("path",), f"file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with open_text(path, encoding, at, declared=declared) as handle:
         header = next(csv.reader(handle, delimiter=delimiter), None)
     if not header:
         raise ConfigError.single(at + ("path",), f"{path.name} is empty (no header row)")
     return [h.strip() for h in header]
 
 
-def read_table(path: Path, delimiter: str, at: KeyPath) -> tuple[list[str], list[list[str]]]:
+def read_table(path: Path, delimiter: str, at: KeyPath,
+               encoding: str = "utf-8") -> tuple[list[str], list[list[str]]]:
     """Header and rows of a small csv file (used for files named on the command line)."""
-    header = read_header(path, delimiter, at)
-    with path.open(newline="", encoding="utf-8") as handle:
+    header = read_header(path, delimiter, at, encoding)
+    with open_text(path, encoding, at) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         next(reader, None)
         rows = [row for row in reader if row]
     return header, rows
+
+
+def _check_unique(columns: list[str], at: KeyPath, file: Path, named: bool) -> None:
+    """Two columns of one name: the second would silently shadow the first."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns, start=1):
+        if name in seen:
+            where = "the names given" if named else f"{file.name}'s header"
+            raise ConfigError.single(
+                at, f"columns {seen[name]} and {i} of {where} are both named '{name}'; "
+                "column names must be unique"
+            )
+        seen[name] = i
 
 
 def _check_name(name: str, columns: list[str], at: KeyPath, file: Path) -> None:
@@ -111,10 +200,10 @@ def make_plan(spec: CsvSource, at: KeyPath) -> Plan:
     """Check every column the spec names against the file's columns."""
     file = Path(spec.path)
     if spec.header:
-        columns = read_header(file, spec.delimiter, at)
-    elif not file.is_file():
-        raise ConfigError.single(at + ("path",), f"file not found: {file}")
+        columns = read_header(file, spec.delimiter, at, spec.encoding,
+                              "encoding" in spec.model_fields_set)
     else:
+        require(file, at + ("path",))
         columns = []
     if spec.column_names:
         if columns and len(spec.column_names) != len(columns):
@@ -123,6 +212,9 @@ def make_plan(spec: CsvSource, at: KeyPath) -> Plan:
                 f"names {len(spec.column_names)} columns, {file.name} has {len(columns)}",
             )
         columns = list(spec.column_names)
+        _check_unique(columns, at + ("column_names",), file, named=True)
+    else:
+        _check_unique(columns, at + ("path",), file, named=False)
     named_labels = _named(spec.label, "label")
     labels = [name for _, name in named_labels]
     for where, name in named_labels:
@@ -194,34 +286,52 @@ def parse_number(cell: str, kind: str) -> int | float | None:
 
 
 def whole_numbers(values: Any) -> bool:
-    """Whether numeric labels are all finite whole numbers (then read as int64 class ids)."""
+    """Whether numeric labels are all whole numbers within int64 (then read as int64 class
+    ids)."""
     y = np.asarray(values, dtype=np.float64)
-    return bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    return bool(np.all(np.abs(y) < 2.0**63) and np.all(y == np.round(y)))
+
+
+#: Largest magnitude a float32 holds: a larger number read into a float32 column is inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class CellReader:
-    """Turns the text of one cell into its value, with the rules shared by both readings."""
+    """Turns the text of one cell into its value, with the rules shared by both readings.
+
+    A number that is not finite (``nan``, ``NaN``, ``inf``, ``1e400``: Python and TensorFlow
+    both parse them) is a missing value: it takes the column's ``fill`` or is an error. Kept,
+    one NaN feature turns weights NaN while the loss can stay finite, so neither the loss nor
+    ``terminate_on_nan`` would show it (:meth:`kexp.data.arrays.Arrays.check_finite`).
+    """
 
     def __init__(self, plan: Plan):
         self.plan = plan
         self.na = set(plan.spec.na_values)
+        #: Numeric columns read as float32 (labels, and features unless dtype says otherwise).
+        self.float32 = {c for c in plan.labels} | (
+            set(plan.features) if plan.spec.dtype == "float32" else set())
 
     def error(self, line: int, column: str, problem: str) -> ConfigError:
         return ConfigError.single(
             self.plan.at, f"{self.plan.file.name} line {line}, column '{column}' {problem}"
         )
 
+    def missing(self, cell: str, column: str, line: int, why: str = "") -> Any:
+        """The fill of a missing cell, or the error saying where to declare one."""
+        if column not in self.plan.spec.fill:
+            raise self.error(
+                line, column,
+                f"is missing ({cell!r}{why}); declare a value for it in "
+                f"{format_path(self.plan.at + ('fill', column))} or remove the row",
+            )
+        return self.fill(column)
+
     def value(self, cell: str, column: str, line: int) -> Any:
         cell = cell.strip(SPACE)
         kind = self.plan.types[column]
         if cell in self.na:
-            if column not in self.plan.spec.fill:
-                raise self.error(
-                    line, column,
-                    f"is missing ({cell!r}); declare a value for it in "
-                    f"{format_path(self.plan.at + ('fill', column))} or remove the row",
-                )
-            return self.fill(column)
+            return self.missing(cell, column, line)
         if kind == "string":
             return cell
         number = parse_number(cell, kind)
@@ -232,6 +342,11 @@ class CellReader:
                 hint = "; write it with ASCII digits and no '_' separators"
             word = "an integer (int64)" if kind == "integer" else "a number"
             raise self.error(line, column, f"is not {word}: {cell!r}{hint}")
+        if not math.isfinite(number):
+            return self.missing(cell, column, line, ": not a finite number")
+        if abs(number) > FLOAT32_MAX and column in self.float32:
+            raise self.error(line, column, f"is {cell!r}, beyond the range of float32 "
+                             f"(largest {FLOAT32_MAX:.4g}), where it would be inf")
         return number
 
     def fill(self, column: str) -> Any:
@@ -240,11 +355,15 @@ class CellReader:
         if kind == "string":
             return str(value)
         try:
-            return int(value) if kind == "integer" else float(value)
+            number = int(value) if kind == "integer" else float(value)
         except ValueError:
             raise ConfigError.single(
                 self.plan.at + ("fill", column), f"must be a number for a {kind} column"
             ) from None
+        if not math.isfinite(number):
+            raise ConfigError.single(
+                self.plan.at + ("fill", column), f"must be a finite number (got {value!r})")
+        return number
 
 
 def _rows_checked(plan: Plan, handle: Any) -> Iterator[tuple[int, list[str]]]:
@@ -278,7 +397,9 @@ def label_vocabulary(values: Any, plan: Plan, known: list[str] | None) -> list[s
 def load_csv(spec: CsvSource, path: KeyPath, context: Any = None) -> Any:
     """Features and label(s) of a csv file: in memory, or streamed when it is large."""
     plan = make_plan(spec, path)
-    known = context.class_names if context is not None else None
+    # validation and test string labels take the training split's class ids
+    known = context.known_classes(path + ("label",)) if (
+        context is not None and plan.string_label) else None
     if _should_stream(spec, plan.file):
         from kexp.data.sources.csv_stream import stream_csv
 
@@ -299,7 +420,7 @@ def _load_whole(plan: Plan, known: list[str] | None) -> Arrays:
     wanted = list(dict.fromkeys((*plan.features, *plan.labels)))
     where = {c: plan.index(c) for c in wanted}
     values: dict[str, list[Any]] = {c: [] for c in wanted}
-    with plan.file.open(newline="", encoding="utf-8") as handle:
+    with plan.open() as handle:
         for line, row in _rows_checked(plan, handle):
             for c in wanted:
                 values[c].append(reader.value(row[where[c]], c, line))

@@ -15,7 +15,7 @@ records unless a quoted field spans lines; a file with both is refused, naming t
 
 from __future__ import annotations
 
-import math
+import codecs
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,9 @@ class Scan:
     empty_line: int | None = None
     #: Line of the first record with a quoted line break in a field, or None.
     multiline: int | None = None
+    #: ``(row, value)`` of the first label of a single numeric label column that is not a
+    #: whole number (the column is then read as float32, not as class ids), or None.
+    fraction: tuple[int, float] | None = None
 
 
 def _scan(plan: Plan) -> Scan:
@@ -51,7 +54,7 @@ def _scan(plan: Plan) -> Scan:
     where = {c: plan.index(c) for c in wanted}
     scan = Scan(whole={c: True for c in plan.labels if plan.types[c] == "numeric"})
     previous = 1 if plan.spec.header else 0  # the line the last record ended on
-    with plan.file.open(newline="", encoding="utf-8") as handle:
+    with plan.open() as handle:
         for line, row in _rows_checked(plan, handle):
             scan.rows += 1
             breaks = sum(len(_LINE_BREAK.findall(cell)) for cell in row)
@@ -64,8 +67,10 @@ def _scan(plan: Plan) -> Scan:
                 value = reader.value(row[where[c]], c, line)
                 if plan.string_label and c == plan.labels[0]:
                     scan.labels.add(value)
-                elif scan.whole.get(c) and not (math.isfinite(value) and value == round(value)):
+                elif scan.whole.get(c) and not (abs(value) < 2.0**63 and value == round(value)):
                     scan.whole[c] = False
+                    if len(plan.labels) == 1 and plan.outputs is None:
+                        scan.fraction = (scan.rows - 1, float(value))
     if not scan.rows:
         raise ConfigError.single(plan.at + ("path",), f"{plan.file.name} has no data rows")
     if scan.empty_line is None and previous and _ends_with_empty_line(plan, previous):
@@ -92,8 +97,41 @@ def _ends_with_empty_line(plan: Plan, last: int) -> bool:
     return False
 
 
+#: Text every csv number and delimiter is written with: an encoding that writes it as ASCII
+#: does (latin-1, cp1252) gives tf.data, which reads bytes, the same numbers Python reads.
+_NUMBER_TEXT = "0123456789+-.eEnaNAinfINF \t\r\n"
+
+
+def _check_encoding(plan: Plan, wanted: list[str]) -> None:
+    """What tf.data can read as Python did: it reads bytes and takes text as UTF-8."""
+    spec = plan.spec
+    at = plan.at + ("encoding",)
+    if codecs.lookup(spec.encoding).name == "utf-8":
+        if not spec.header:  # a header line is skipped whole; a first record is not
+            with plan.file.open("rb") as handle:
+                if handle.read(3) == codecs.BOM_UTF8:
+                    raise ConfigError.single(
+                        plan.at + ("path",),
+                        f"{plan.file.name} starts with a UTF-8 byte-order mark, which the "
+                        "streamed reading (tf.data) takes as part of the first cell of a file "
+                        "without header; remove it, or read the file whole (stream: false)")
+        return
+    text = _NUMBER_TEXT + spec.delimiter
+    if text.encode(spec.encoding, errors="replace") != text.encode("utf-8"):
+        raise ConfigError.single(
+            at, f"a streamed csv is read by tf.data as bytes, and {spec.encoding} does not "
+            "write numbers and the delimiter as ASCII does; convert the file to UTF-8")
+    strings = [c for c in wanted if plan.types[c] == "string"]
+    if strings:
+        raise ConfigError.single(
+            at, f"a streamed csv is read by tf.data as UTF-8: its string column(s) "
+            f"{', '.join(map(repr, strings))} would not read as in {spec.encoding}; convert "
+            "the file to UTF-8, or read it whole (stream: false)")
+
+
 def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
     """A :class:`Stream` over a validated csv file."""
+    _check_encoding(plan, list(dict.fromkeys((*plan.features, *plan.labels))))
     scan = _scan(plan)
     rows, whole = scan.rows, scan.whole
     class_names = label_vocabulary(sorted(scan.labels), plan, known) if plan.string_label else None
@@ -115,6 +153,8 @@ def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
         dtype = tf.int64 if kind == "integer" else tf.float64
         safe = tf.where(missing, tf.constant("0"), text)
         value = tf.strings.to_number(safe, out_type=dtype)
+        if kind == "numeric":  # nan, inf: missing, as CellReader reads them
+            missing = tf.logical_or(missing, tf.logical_not(tf.math.is_finite(value)))
         return tf.where(missing, tf.constant(fills.get(column, 0), dtype=dtype), value)
 
     def _typed(value: Any, kind: str) -> Any:
@@ -163,5 +203,7 @@ def stream_csv(plan: Plan, known: list[str] | None) -> Stream:
     def build() -> Any:
         return records().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return Stream(build, rows, bool(plan.labels), [str(plan.file)], class_names)
+    # every cell was checked by the scan: no NaN guard needed
+    return Stream(build, rows, bool(plan.labels), [str(plan.file)], class_names,
+                  at=plan.at + ("path",), first_fraction=scan.fraction)
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import ImageDirSource
+from kexp.data.files import require
+from kexp.data.sources.folders import check_classes
 from kexp.data.stream import Stream
 from kexp.errors import ConfigError, KeyPath
 from kexp.tf import keras, tf
@@ -120,8 +122,7 @@ def image_stream(
     ``shown``: the name of each file for messages and predictions, when the user knows it
     by another path (a single file linked into a temporary folder).
     """
-    if not directory.is_dir():
-        raise ConfigError.single(at + ("path",), f"folder not found: {directory}")
+    require(directory, at + ("path",), "folder")
     try:
         dataset = keras.utils.image_dataset_from_directory(
             str(directory),
@@ -146,13 +147,22 @@ def image_stream(
     return Stream(
         lambda: dataset, len(files), labels, [str(directory)],
         list(dataset.class_names) if labels and dataset.class_names else None,
-        names=names,
+        names=names, at=at + ("path",),
     )
+
+
+#: The files Keras' image loader reads (``image_dataset_from_directory``'s allowlist).
+IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
 def load_image_dir(spec: ImageDirSource, path: KeyPath, context: Any = None) -> Stream:
     """The images of ``spec.path``, labelled by their folder; class order from train."""
-    class_names = spec.class_names or (context.class_names if context is not None else None)
+    known = context.class_names if context is not None else None
+    if spec.labels and known:
+        require(spec.path, path + ("path",), "folder")
+        check_classes(Path(spec.path), known, spec.class_names, IMAGE_FORMATS,
+                      spec.follow_links, path)
+    class_names = spec.class_names or known
     return image_stream(Path(spec.path), spec, path, labels=spec.labels, class_names=class_names)
 
 

@@ -17,12 +17,12 @@ import numpy as np
 
 from kexp.config.schema import NpySource, NpzSource
 from kexp.data.arrays import Arrays, Tensors
+from kexp.data.files import require
 from kexp.errors import ConfigError, KeyPath, nearest
 
 
 def _open_npz(path: Path, key_path: KeyPath, mmap: bool) -> Any:
-    if not path.is_file():
-        raise ConfigError.single(key_path + ("path",), f"file not found: {path}")
+    require(path, key_path + ("path",))
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -88,13 +88,11 @@ def load_npz(spec: NpzSource, path: KeyPath, context: Any = None) -> Arrays:
     with _open_npz(file, path, spec.mmap) as archive:
         x = _select(archive, spec.x, path + ("x",), file, spec.mmap)
         y = None if spec.y is None else _select(archive, spec.y, path + ("y",), file, spec.mmap)
-    return Arrays(x, y, [str(file)]).check(path)
+    return Arrays(x, y, [str(file)]).check(path).with_class_ids(context, path + ("y",))
 
 
 def _load_npy(file: str, at: KeyPath, mmap: bool) -> np.ndarray:
-    p = Path(file)
-    if not p.is_file():
-        raise ConfigError.single(at, f"file not found: {p}")
+    p = require(file, at)
     try:
         return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -114,4 +112,4 @@ def load_npy(spec: NpySource, path: KeyPath, context: Any = None) -> Arrays:
     files = [*(spec.x.values() if isinstance(spec.x, dict) else [spec.x])]
     if spec.y is not None:
         files += list(spec.y.values()) if isinstance(spec.y, dict) else [spec.y]
-    return Arrays(x, y, files).check(path)
+    return Arrays(x, y, files).check(path).with_class_ids(context, path + ("y",))

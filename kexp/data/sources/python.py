@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +23,57 @@ import numpy as np
 
 from kexp.config.schema import PythonSource
 from kexp.data.arrays import Arrays
-from kexp.data.stream import Stream, count
+from kexp.data.files import require
+from kexp.data.stream import Stream, count, op_error
 from kexp.errors import ConfigError, KeyPath, nearest
 from kexp.tf import tf
 
 
 def _module(name: str, at: KeyPath) -> Any:
     if name.endswith(".py"):
-        file = Path(name)
-        if not file.is_file():
-            raise ConfigError.single(at, f"file not found: {file}")
+        file = require(name, at)
         unique = "kexp_data_" + hashlib.sha256(str(file).encode()).hexdigest()[:12]
         loader_spec = importlib.util.spec_from_file_location(unique, file)
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[unique] = module
-        loader_spec.loader.exec_module(module)
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException as exc:
+            sys.modules.pop(unique, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise ConfigError.single(at, f"cannot import {file.name}: {_failure(exc)}") from exc
         return module
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        raise ConfigError.single(at, f"cannot import module '{name}': {exc}") from None
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError.single(at, f"cannot import module '{name}': {exc}") from None
+        raise ConfigError.single(at, f"cannot import module '{name}': {_failure(exc)}") from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ConfigError.single(at, f"cannot import module '{name}': {_failure(exc)}") from exc
+
+
+def _failure(exc: BaseException) -> str:
+    """What the user's code raised, and where in it: ``SystemExit: sys.exit(0) (make.py,
+    line 4)``. A ``sys.exit`` in a loader would otherwise end kexp itself, silently, with
+    the loader's exit code."""
+    if isinstance(exc, SystemExit):
+        what = f"SystemExit: it called sys.exit({exc.code!r})"
+    else:
+        lines = str(exc).strip().splitlines()
+        what = f"{type(exc).__name__}" + (f": {lines[0]}" if lines else "")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not Path(f.filename).resolve().is_relative_to(_KEXP)]
+    if frames:
+        what += f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})"
+    return what
+
+
+#: kexp's own package: frames in it are not the user's code.
+_KEXP = Path(__file__).resolve().parents[2]
 
 
 def _arrays(value: Any) -> Any:
@@ -63,10 +95,10 @@ def load_python(spec: PythonSource, path: KeyPath, context: Any = None) -> Any:
         )
     try:
         result = function(**spec.kwargs)
-    except Exception as exc:
-        raise ConfigError.single(
-            at, f"{name}() raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+    except BaseException as exc:  # SystemExit too: the user's code must not end kexp
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ConfigError.single(at, f"{name}() raised {_failure(exc)}") from exc
     file = getattr(module, "__file__", None)
     files = [str(Path(file).resolve())] if file else []
     if isinstance(result, tf.data.Dataset):
@@ -76,9 +108,21 @@ def load_python(spec: PythonSource, path: KeyPath, context: Any = None) -> Any:
             length = count(result)
         except ValueError as exc:
             raise ConfigError.single(at, f"{name}() returned a dataset that {exc}") from None
+        except tf.errors.OpError as exc:  # counting it read it whole: an op of it failed
+            raise ConfigError.single(at, f"{name}() returned a dataset that fails when read: "
+                                     f"{type(exc).__name__}: {op_error(exc.message)}") from None
         if not length:
             raise ConfigError.single(at, f"{name}() returned an empty dataset")
-        return Stream(lambda: result, length, labelled, files)
+        # its first examples read now: a dataset that fails, or holds NaN, fails here
+        stream = Stream(lambda: result, length, labelled, files, at=at, finite_guard=True)
+        try:
+            return stream.checked()
+        except ConfigError as exc:  # a NaN is said as it is; a failing op is the function's
+            failed = exc.issues[0].message.partition("reading the first examples failed: ")[2]
+            if not failed:
+                raise
+            raise ConfigError.single(at, f"{name}() returned a dataset that fails when read: "
+                                     f"{failed}") from None
     if isinstance(result, dict) and "x" in result:
         x, y = result["x"], result.get("y")
     elif isinstance(result, (tuple, list)) and len(result) == 2:
@@ -90,4 +134,9 @@ def load_python(spec: PythonSource, path: KeyPath, context: Any = None) -> Any:
             at, f"{name}() returned {type(result).__name__}; expected (x, y), x, "
             "{'x': ..., 'y': ...} or a tf.data.Dataset"
         )
-    return Arrays(_arrays(x), None if y is None else _arrays(y), files).check(path)
+    try:
+        x, y = _arrays(x), None if y is None else _arrays(y)
+    except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot hold
+        raise ConfigError.single(
+            at, f"{name}() returned what numpy cannot make an array of: {exc}") from None
+    return Arrays(x, y, files).check(path, ("function",)).with_class_ids(context, at)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kexp.config.schema import TextDirSource
+from kexp.data.files import require
+from kexp.data.sources.folders import check_classes
 from kexp.data.stream import Stream, count
 from kexp.errors import ConfigError, KeyPath
 from kexp.tf import keras
@@ -26,8 +28,7 @@ def text_stream(
     class_names: list[str] | None,
 ) -> Stream:
     """A :class:`Stream` of the texts under ``directory`` (labelled by sub-folder or not)."""
-    if not directory.is_dir():
-        raise ConfigError.single(at + ("path",), f"folder not found: {directory}")
+    require(directory, at + ("path",), "folder")
     try:
         dataset = keras.utils.text_dataset_from_directory(
             str(directory),
@@ -49,6 +50,7 @@ def text_stream(
         lambda: dataset, length, labels, [str(directory)],
         list(class_names) if labels and class_names else None,
         names=files if files is not None and len(files) == length else None,
+        at=at + ("path",),
     )
 
 
@@ -72,5 +74,9 @@ def _listing(directory: Path, spec: TextDirSource, *, labels: bool,
 
 def load_text_dir(spec: TextDirSource, path: KeyPath, context: Any = None) -> Stream:
     """The texts of ``spec.path``, labelled by their folder; class order from train."""
-    class_names = spec.class_names or (context.class_names if context is not None else None)
+    known = context.class_names if context is not None else None
+    if spec.labels and known:
+        require(spec.path, path + ("path",), "folder")
+        check_classes(Path(spec.path), known, spec.class_names, (".txt",), spec.follow_links, path)
+    class_names = spec.class_names or known
     return text_stream(Path(spec.path), spec, path, labels=spec.labels, class_names=class_names)

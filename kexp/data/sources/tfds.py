@@ -75,4 +75,5 @@ def load_tfds(spec: TfdsSource, path: KeyPath, context: Any = None) -> Stream:
 
     has_labels = supervised or spec.y is not None
     return Stream(build, int(info_split.num_examples), has_labels, [str(builder.data_dir)],
-                  classes if has_labels else None)
+                  classes if has_labels else None, at=path + ("name",),
+                  finite_guard=True).checked()

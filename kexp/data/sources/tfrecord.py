@@ -161,4 +161,4 @@ def load_tfrecord(spec: TfrecordSource, path: KeyPath, context: Any = None) -> S
         return records().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     return Stream(build, length, spec.y is not None, list(files), source_files=len(files),
-                  matched_files=list(files))
+                  matched_files=list(files), at=path + ("files",), finite_guard=True).checked()
