@@ -222,7 +222,8 @@ def test_a_csv_in_another_encoding_names_the_line_and_byte(tmp_path: Path) -> No
     message = error_of(spec)
     assert ("data.train.path: cafes.csv is not UTF-8 text: line 3 has byte(s) e9 (byte offset "
             "18); declare its encoding in data.train.encoding (e.g. latin-1") in message
-    with pytest.raises(ConfigError, match="cafes.csv is not UTF-8 text: line 3"):
+    with pytest.raises(ConfigError, match="cafes.csv is not UTF-8 text: line 3.*in the "
+                       r"encoding of the run's training csv \(data.train.encoding\)"):
         read_table(table, ",", ("input",))  # the reading of `kexp predict --input`
     assert read({**spec, "encoding": "latin-1"}).class_names == ["bar", "café"]
     assert "data.train.encoding: a streamed csv is read by tf.data as UTF-8" in error_of(

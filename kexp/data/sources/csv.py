@@ -134,6 +134,9 @@ def open_text(path: Path, encoding: str, at: KeyPath, *, declared: bool = False)
         hint = (f"declare its encoding in {format_path(at + ('encoding',))} (e.g. latin-1 "
                 "or cp1252), or convert it to UTF-8") if not declared else (
                 "is that its encoding?")
+        if at[:1] == ("input",):  # a file on the command line: read as the run's training csv
+            hint = ("files given on the command line are read in the encoding of the run's "
+                    "training csv (data.train.encoding); convert it to that")
         raise ConfigError.single(
             at + (("encoding",) if declared else ("path",)),
             f"{path.name} is not {name} text: {found}; {hint}",
