@@ -98,6 +98,39 @@ def test_a_test_label_outside_the_classes_is_refused_before_training(tmp_path: P
                       "[0, 3) for this model")
 
 
+def test_each_sparse_output_of_a_multi_output_model_is_range_checked(tmp_path: Path) -> None:
+    """Was: a digit label 12 in a two-output model's test split passed every check and failed
+    in the test evaluation after training (the range check saw single-label models only)."""
+    digits = dict(np.load(DATA / "digits_test.npz"))
+    digits["labels"] = digits["labels"].copy()
+    digits["labels"][50] = 12
+    bad = tmp_path / "test.npz"
+    np.savez(bad, **digits)
+    config = shipped("digits_two_output.yaml", train={"epochs": 1}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "formats": ["keras"]})
+    config["data"]["test"]["path"] = str(bad)
+    issue = _one(tmp_path, config)
+    assert issue.path == ("data", "test", "y")
+    assert issue.message.startswith(
+        "labels of output 'digit' range from 0 to 12, but sparse categorical labels must be "
+        "in [0, 10) for this model")
+
+
+def test_a_class_id_that_is_not_whole_is_refused(tmp_path: Path) -> None:
+    """Was: Keras cast a label 1.5 to class 1 without a word."""
+    rows = (DATA / "iris_train.csv").read_text().splitlines()
+    head, *body = rows
+    body[30] = body[30].rsplit(",", 1)[0] + ",1.5"
+    bad = tmp_path / "train.csv"
+    bad.write_text("\n".join([head, *body]) + "\n")
+    config = _iris(tmp_path)
+    config["data"]["train"]["path"] = str(bad)
+    issue = _one(tmp_path, config)
+    assert issue.path == ("data", "train", "label")
+    assert issue.message.startswith("label 1.5 of example ")
+    assert "is not a whole number, but sparse categorical labels are class ids" in issue.message
+
+
 def test_test_features_that_do_not_fit_the_model_are_refused(tmp_path: Path) -> None:
     """Was: 'Matrix size-incompatible' after training."""
     config = _iris(tmp_path)

@@ -114,22 +114,33 @@ class Arrays:
         index = np.arange(min(n, len(self)))
         return _take(self.x, index), None if self.y is None else _take(self.y, index)
 
-    def label_range(self) -> tuple[float, float] | None:
-        """Smallest and largest label of a single numeric label array (sparse-label checks)."""
-        if self.y is None or isinstance(self.y, dict) or not np.size(self.y):
+    def labels_of(self, output: str | None = None) -> np.ndarray | None:
+        """The label array of ``output`` (labels keyed by output name), or the single label
+        array when ``output`` is None; None when there is none."""
+        y = self.y
+        if isinstance(y, dict):
+            y = y.get(output) if output is not None else None
+        return None if y is None or not np.size(y) else y
+
+    def label_range(self, output: str | None = None) -> tuple[float, float] | None:
+        """Smallest and largest label of one numeric label array (sparse-label checks):
+        the single one, or ``output``'s."""
+        y = self.labels_of(output)
+        if y is None:
             return None
-        y = np.asarray(self.y)
+        y = np.asarray(y)
         if y.dtype.kind not in "biuf":
             return None
         return float(y.min()), float(y.max())
 
-    def fractional_label(self) -> tuple[int, float] | None:
-        """``(example, value)`` of the first label of a single numeric label array that is
-        not a whole number, or None: class ids (sparse labels) must be whole, and Keras casts
-        a label 1.5 to the class 1 without a word."""
-        if self.y is None or isinstance(self.y, dict) or np.asarray(self.y).dtype.kind != "f":
+    def fractional_label(self, output: str | None = None) -> tuple[int, float] | None:
+        """``(example, value)`` of the first label of one numeric label array (the single one,
+        or ``output``'s) that is not a whole number, or None: class ids (sparse labels) must
+        be whole, and Keras casts a label 1.5 to the class 1 without a word."""
+        y = self.labels_of(output)
+        if y is None or np.asarray(y).dtype.kind != "f":
             return None
-        for start, block in _blocks(self.y):
+        for start, block in _blocks(y):
             flat = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
             fractional = flat != np.round(flat)
             if fractional.any():

@@ -150,15 +150,19 @@ class Stream:
                 TENSOR_OVERHEAD + _payload(leaf) / n for leaf in leaves)
         return int(self.example_bytes * len(self))
 
-    def label_range(self) -> tuple[float, float] | None:
-        """Label ids range over the class names, when the source names its classes."""
-        if self.class_names:
+    def label_range(self, output: str | None = None) -> tuple[float, float] | None:
+        """Label ids range over the class names, when the source names its classes (the
+        classes of a single label: nothing is known of one ``output``'s labels)."""
+        if self.class_names and output is None:
             return 0.0, float(len(self.class_names) - 1)
         return None
 
-    def fractional_label(self) -> tuple[int, float] | None:
+    def fractional_label(self, output: str | None = None) -> tuple[int, float] | None:
         """As :meth:`kexp.data.arrays.Arrays.fractional_label`, where the source knows it
-        (a streamed csv); a pass over a stream to find out would cost an epoch."""
+        (a streamed csv's single label); a pass over a stream to find out would cost an
+        epoch."""
+        if output is not None:
+            return None
         if self.first_fraction is None or self.selection is None:
             return self.first_fraction
         return self.first_fraction if self.first_fraction[0] in set(self.selection) else None

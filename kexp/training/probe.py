@@ -73,14 +73,18 @@ def _probe_train(model: Any, arrays: Any, config: ExperimentConfig) -> tuple[Any
     y_pred = _forward(model, x, ("data", "train") + _key(spec, "x"), "")
     if y is None:
         raise ConfigError.single(("data", "train") + _key(spec, "y"), "training data needs labels")
-    outside = _sparse_range(model, arrays.label_range(), config)
-    if outside is not None:
-        low, high, classes = outside
-        raise ConfigError.single(
-            ("compile", "loss"),
-            f"sparse categorical labels must be in [0, {classes}) for a model with {classes} "
-            f"outputs, but the labels range from {low:g} to {high:g}",
-        )
+    for output, classes in _sparse_outputs(model, config).items():
+        of = f" of output '{output}'" if output else ""
+        outside, fraction = _sparse_problem(arrays, output, classes)
+        if outside is not None:
+            low, high = outside
+            raise ConfigError.single(
+                ("compile", "loss"),
+                f"sparse categorical labels{of} must be in [0, {classes}) for a model with "
+                f"{classes} outputs, but the labels range from {low:g} to {high:g}",
+            )
+        if fraction is not None:
+            raise ConfigError.single(("data", "train") + _key(spec, "y"), _fraction(fraction, of))
     try:
         _loss(model, x, y, y_pred)
     except Exception as exc:
@@ -131,14 +135,19 @@ def _probe_split(model: Any, name: str, arrays: Any, train: tuple[Any, Any],
                 "of data.train's (Keras evaluates validation and test with one traced "
                 "function, which fails on two ranks)",
             )
-    outside = _sparse_range(model, arrays.label_range(), config)
-    if outside is not None:
-        low, high, classes = outside
-        raise ConfigError.single(
-            y_at,
-            f"labels{drawn} range from {low:g} to {high:g}, but sparse categorical labels "
-            f"must be in [0, {classes}) for this model ({classes} outputs; compile.loss)",
-        )
+    for output, classes in _sparse_outputs(model, config).items():
+        of = f" of output '{output}'" if output else ""
+        outside, fraction = _sparse_problem(arrays, output, classes)
+        if outside is not None:
+            low, high = outside
+            raise ConfigError.single(
+                y_at,
+                f"labels{of}{drawn} range from {low:g} to {high:g}, but sparse categorical "
+                f"labels must be in [0, {classes}) for this model ({classes} outputs; "
+                "compile.loss)",
+            )
+        if fraction is not None:
+            raise ConfigError.single(y_at, _fraction(fraction, of + drawn))
     try:
         _loss(model, x, y, y_pred)
     except Exception as exc:
@@ -189,20 +198,48 @@ def _loss(model: Any, x: Any, y: Any, y_pred: Any) -> None:
         raise ValueError(f"the loss of the first examples is {float(value)}")
 
 
-def _sparse_range(model: Any, labels: tuple[float, float] | None,
-                  config: ExperimentConfig) -> tuple[float, float, int] | None:
-    """(low, high, classes) when sparse categorical labels fall outside [0, classes)."""
+def _is_sparse(loss: Any) -> bool:
+    """Whether a loss spec is a sparse categorical one (its labels are class ids)."""
+    if isinstance(loss, str):
+        return "sparse_categorical" in loss.lower()
+    return isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)
+
+
+def _sparse_outputs(model: Any, config: ExperimentConfig) -> dict[str | None, int]:
+    """The outputs trained with a sparse categorical loss, and their number of classes.
+
+    A single-output model's is keyed None; a multi-output model's by output name, from a
+    loss given per output (``{digit: sparse_categorical_crossentropy, ...}``) or one loss
+    for all outputs.
+    """
     loss = config.compile.loss
-    if not (isinstance(loss, str) and "sparse_categorical" in loss.lower()):
-        if not (isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)):
-            return None
-    if labels is None or len(model.outputs) != 1:
-        return None
-    classes = model.outputs[0].shape[-1]
-    low, high = labels
-    if low < 0 or high >= classes:
-        return low, high, classes
-    return None
+    names = list(getattr(model, "output_names", None) or [])
+    if len(model.outputs) == 1:
+        return {None: int(model.outputs[0].shape[-1])} if _is_sparse(loss) else {}
+    if isinstance(loss, dict) and names and set(loss) <= set(names):
+        per_output = loss
+    elif isinstance(loss, list):
+        per_output = dict(zip(names, loss))
+    else:
+        per_output = dict.fromkeys(names, loss)
+    return {name: int(model.outputs[names.index(name)].shape[-1])
+            for name, spec in per_output.items() if _is_sparse(spec)}
+
+
+def _sparse_problem(arrays: Any, output: str | None, classes: int
+                    ) -> tuple[tuple[float, float] | None, tuple[int, float] | None]:
+    """``(low, high)`` when the labels fall outside ``[0, classes)``, and ``(example,
+    value)`` of a label that is not a whole number (Keras would cast 1.5 to class 1)."""
+    found = arrays.label_range(output)
+    outside = found if found is not None and (found[0] < 0 or found[1] >= classes) else None
+    return outside, (None if outside else arrays.fractional_label(output))
+
+
+def _fraction(fraction: tuple[int, float], of: str) -> str:
+    example, value = fraction
+    return (f"label {value:g} of example {example}{of} is not a whole number, but sparse "
+            f"categorical labels are class ids (Keras would take it as class {int(value)} "
+            "without a word)")
 
 
 # --------------------------------------------------------------------------------- metrics
