@@ -165,11 +165,40 @@ def accepted_kwargs(cls: type) -> set[str] | None:
     return None
 
 
+def not_switches(cls: type) -> dict[str, Any]:
+    """Arguments of ``cls(...)`` that a boolean is never right for: name -> default.
+
+    Python takes ``True`` as the integer 1, and Keras does not check, so ``units: true``
+    would quietly build a Dense layer of one unit. An argument whose default is a number
+    (``patience=0``, ``rate=0.5``) is a count or a quantity, never a switch; nor is a
+    required argument of a Keras class (``Dense(units)``, ``Dropout(rate)``, ...: sizes,
+    rates, layers and names, none a flag). A plugin's required arguments are left to it.
+    The default is :data:`inspect.Parameter.empty` for a required argument.
+    """
+    found: dict[str, Any] = {}
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        for p in params:
+            if p.name in seen or p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            seen.add(p.name)  # the subclass's signature wins
+            numeric = type(p.default) in (int, float)
+            if numeric or (p.default is p.empty and klass.__module__.startswith("keras.")):
+                found[p.name] = p.default
+    return found
+
+
 def check_kwargs(cls: type, kwargs: dict[str, Any], path: KeyPath, what: str) -> None:
-    """Raise ConfigError listing every keyword argument ``cls`` does not take."""
+    """Raise ConfigError listing every keyword argument ``cls`` does not take, and every
+    true/false given where no switch goes (:func:`not_switches`)."""
     accepted = accepted_kwargs(cls)
-    if accepted is None:
-        return
     issues = [
         ConfigIssue(
             path + (key,),
@@ -177,8 +206,18 @@ def check_kwargs(cls: type, kwargs: dict[str, Any], path: KeyPath, what: str) ->
             suggestion=nearest(key, accepted),
         )
         for key in kwargs
-        if key not in accepted
+        if accepted is not None and key not in accepted
     ]
+    numbers = not_switches(cls)
+    for key, value in kwargs.items():
+        if isinstance(value, bool) and key in numbers:
+            default = numbers[key]
+            kind = (f"a number (default {default!r})" if default is not inspect.Parameter.empty
+                    else "a required argument, not a switch")
+            issues.append(ConfigIssue(
+                path + (key,), f"{what}'s '{key}' is {kind}: true/false does not fit it",
+                value=value, has_value=True,
+            ))
     if issues:
         raise ConfigError(issues)
 

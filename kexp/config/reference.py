@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
-from kexp.config.jsonschema import json_schema
+from kexp.config.jsonschema import full_schema
 from kexp.config.schema import ExperimentConfig
 
 #: First line of the page; ``kexp schema -o`` only replaces a file that starts with it.
@@ -35,7 +35,13 @@ from the schema that validates configs (`kexp/config/schema/`), so it cannot dri
   and arguments are Keras' own and are checked by `kexp validate`, not listed here.
 * Any list key `k` may be written `k+` in a config that `extends` another, to append to the
   inherited list instead of replacing it. Maps merge key by key; a Keras object of a different
-  class replaces the inherited one.
+  class replaces the inherited one. A config that `extends` another may leave out keys marked
+  **required** here (its bases give them), in the JSON Schema too.
+* An **integer** is written as one: `true`, `"16"` (quoted: text) and `16.0` are errors.
+  Integers stay within TensorFlow's int64 (-2^63 to 2^63-1), or the tighter bound their key
+  gives. A **number** may be an integer, but not `true`, a quoted number, `.inf` or `.nan`.
+  In Keras arguments, `true`/`false` is refused where the constructor's default is a number,
+  and for a required argument of a Keras class (`Dense: {{units: true}}`).
 * Values may use `${{env:VAR}}` or `${{env:VAR,default}}`.
 """
 
@@ -158,7 +164,7 @@ def _section(title: str, paths: list[str], schema: dict[str, Any],
 
 def reference_markdown() -> str:
     """The whole reference page."""
-    schema = json_schema()
+    schema = full_schema()
     defs = schema.get("$defs", {})
     models: dict[str, type[BaseModel]] = {}
     _models(ExperimentConfig, models)

@@ -264,6 +264,12 @@ def _get_path(raw: Any, path: KeyPath) -> tuple[bool, Any]:
     return True, node
 
 
+def _text(message: str) -> str:
+    """Pydantic's message as part of a sentence: no "Value error, " prefix, lower case."""
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return message[:1].lower() + message[1:]
+
+
 def _issue(
     error: dict[str, Any],
     path: KeyPath,
@@ -314,15 +320,16 @@ def _issue(
             value=value,
             has_value=found and not isinstance(value, dict),
         )
-    if kind in _TYPE_WORDS and error["loc"][-1:] == ("[key]",):  # a mapping's key, not value
-        return ConfigIssue(path, f"each key here must be {_TYPE_WORDS[kind]}", file=file,
-                           line=line, value=path[-1], has_value=True)
+    if error["loc"][-1:] == ("[key]",):  # a mapping's key, not its value
+        rule = (f"must be {_TYPE_WORDS[kind]}" if kind in _TYPE_WORDS
+                else _text(error["msg"]).removeprefix("input "))
+        # the key as written: pydantic's location turns a key `true` into 1
+        return ConfigIssue(path, f"each key here {rule}", file=file, line=line,
+                           value=error.get("input", path[-1]), has_value=True)
     if kind in _TYPE_WORDS:  # "Input should be a valid dictionary or instance of ..."
         return ConfigIssue(path, f"expected {_TYPE_WORDS[kind]}", file=file, line=line,
                            value=value, has_value=found)
-    message = error["msg"]
-    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    message = message[:1].lower() + message[1:]
+    message = _text(error["msg"])
     # a whole mapping (what a section-level check is about) is no help when echoed back
     shown = found and not isinstance(value, dict)
     return ConfigIssue(path, message, file=file, line=line, value=value, has_value=shown)

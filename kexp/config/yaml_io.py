@@ -69,6 +69,12 @@ class SourceMap:
                 return self._lines[path]
             if not path:
                 return None, None
+            # a mapping key YAML read as a number (class_weight's `1:`) is recorded as written
+            last = path[-1]
+            if isinstance(last, int) and not isinstance(last, bool):
+                written = path[:-1] + (str(last),)
+                if written in self._lines:
+                    return self._lines[written]
             path = path[:-1]
 
     def line_of(self, path: KeyPath) -> int | None:

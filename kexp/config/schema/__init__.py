@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from kexp.config.schema.common import KerasSpec, Section, spec_parts
+from kexp.config.schema.common import Float, Int, KerasSpec, Section, spec_parts
 from kexp.config.schema.compile import CompileSection
 from kexp.config.schema.data import (
     CsvSource,
@@ -55,7 +55,7 @@ class ExperimentConfig(Section):
         description="Experiment name; runs go to <output.root>/<name>/.",
     )
     description: Optional[str] = None
-    seed: Optional[int] = Field(
+    seed: Optional[Int] = Field(
         None, ge=0, lt=2**31, description="Seeds Python, numpy and TF; drawn and saved if absent."
     )
     deterministic: bool = Field(False, description="Turn on TF op determinism.")
@@ -78,9 +78,11 @@ __all__ = [
     "CsvSource",
     "DataSection",
     "ExperimentConfig",
+    "Float",
     "FreezeSection",
     "HardwareSection",
     "InputSpec",
+    "Int",
     "KerasSpec",
     "ModelSection",
     "NpySource",

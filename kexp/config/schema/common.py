@@ -15,13 +15,47 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+#: The range of TensorFlow's int64, the widest integer a tensor (a batch size, a buffer
+#: size, a shape) holds: a larger Python int passes Python and pydantic but crashes TF the
+#: first time it becomes a tensor ("Can't convert Python sequence with out-of-range integer"),
+#: usually after the run directory exists.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The largest int32, for values TF or Keras hold as int32 (class ids of labels, image
+#: sizes, Keras' step counter inside one ``steps_per_execution``).
+INT32_MAX = 2**31 - 1
+
+
+
+def _int64(value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(
+            "is out of the range of integers TensorFlow holds (int64: from -2^63 to "
+            f"2^63-1 = {INT64_MAX:,})"
+        )
+    return value
+
+
+#: Every integer of kexp's own keys. Strict: ``true`` is not 1 and the string ``"16"`` is not
+#: 16 (YAML reads ``16`` as a number and ``"16"`` as text, so quotes around a count are a
+#: mistake worth reporting, as is a boolean where a count goes); a float, even ``32.0``, is
+#: not an integer either. Bounded to int64 (see :data:`INT64_MAX`) by a validator rather than
+#: ``le``/``ge``, which a field's own tighter ``le`` (an int32 bound, said why in its
+#: description) would be overridden by: pydantic keeps the last of two ``le``.
+Int = Annotated[int, Strict(), AfterValidator(_int64)]
+
+#: Every real number of kexp's own keys: an int is a number too (``learning_rate: 1``), a
+#: boolean or a string is not; inf and nan are refused (``.inf`` is valid YAML, but no
+#: weight, fraction, rate or timeout of kexp means anything at infinity).
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
 def _one_key(value: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.common import Float, KerasSpec, Section
 
 
 class CompileSection(Section):
@@ -25,7 +25,7 @@ class CompileSection(Section):
     loss: Union[KerasSpec, dict[str, KerasSpec]] = Field(
         description="Loss name or {Name: kwargs}; or {output name: loss} per output."
     )
-    loss_weights: Optional[Union[list[float], dict[str, float]]] = Field(
+    loss_weights: Optional[Union[list[Float], dict[str, Float]]] = Field(
         None, description="Weight of each output's loss."
     )
     metrics: Union[list[KerasSpec], dict[str, list[KerasSpec]]] = Field(

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
-from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.common import INT32_MAX, Float, Int, KerasSpec, Section
 
 #: An array (or csv column list) for a single-input/-output model, or one per named input/output.
 ArrayKeys = Union[str, dict[str, str]]
@@ -118,7 +118,7 @@ class CsvSource(SourceBase):
     na_values: list[str] = Field(
         default_factory=lambda: ["", "NA"], description="Cell values that mean 'missing'."
     )
-    fill: dict[str, Union[float, int, str]] = Field(
+    fill: dict[str, Union[Float, Int, str]] = Field(
         default_factory=dict,
         description="Value for missing cells, per column; a missing cell in any other column "
         "is an error.",
@@ -149,8 +149,11 @@ class ImageDirSource(SourceBase):
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
     source: Literal["image_dir"]
     path: str = Field(description="The folder holding one sub-folder per class.")
-    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
-        (256, 256), description="[height, width] every image is resized to when read."
+    image_size: tuple[
+        Annotated[Int, Field(gt=0, le=INT32_MAX)], Annotated[Int, Field(gt=0, le=INT32_MAX)]
+    ] = Field(
+        (256, 256), description="[height, width] every image is resized to when read (each "
+        "at most 2^31-1: tf.image.resize takes int32 sizes).",
     )
     color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
     labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
@@ -175,7 +178,7 @@ class TextDirSource(SourceBase):
     labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
     label_mode: Literal["int", "categorical", "binary"] = "int"
     class_names: Optional[list[str]] = None
-    max_length: Optional[int] = Field(None, gt=0, description="Truncate texts to this many characters.")
+    max_length: Optional[Int] = Field(None, gt=0, description="Truncate texts to this many characters.")
     follow_links: bool = False
 
 
@@ -183,16 +186,16 @@ class TfrecordFeature(Section):
     """One feature of a ``tf.train.Example`` (``tf.io.FixedLenFeature``)."""
 
     dtype: Literal["float32", "int64", "string"] = "float32"
-    shape: list[Annotated[int, Field(ge=0)]] = Field(
+    shape: list[Annotated[Int, Field(ge=0)]] = Field(
         default_factory=list, description="Shape per example; [] for a scalar."
     )
-    default: Optional[Union[float, int, str, list[Any]]] = Field(
+    default: Optional[Union[Float, Int, str, list[Any]]] = Field(
         None, description="Value when a record lacks this feature (default: it is an error)."
     )
     decode: Literal["none", "image"] = Field(
         "none", description="image: the bytes are a PNG/JPEG/GIF/BMP image to decode."
     )
-    channels: int = Field(0, ge=0, le=4, description="Channels of a decoded image (0: as stored).")
+    channels: Int = Field(0, ge=0, le=4, description="Channels of a decoded image (0: as stored).")
 
 
 class TfrecordSource(SourceBase):
@@ -240,7 +243,7 @@ class KerasDatasetSource(SourceBase):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of load_data (num_words, ...)."
     )
-    sequence_length: int = Field(
+    sequence_length: Int = Field(
         200, gt=0, description="imdb/reuters: pad or truncate word-id sequences to this length."
     )
 
@@ -279,8 +282,13 @@ class PythonSource(SourceBase):
 class SplitSpec(Section):
     """A fraction of the training source, taken out before training (seeded, recorded)."""
 
-    split: float = Field(gt=0.0, lt=1.0, description="Fraction of the training examples.")
+    split: Float = Field(gt=0.0, lt=1.0, description="Fraction of the training examples.")
 
+
+#: The largest ``shuffle_buffer``: tf.data's shuffle allocates its buffer for this many
+#: elements before reading any (measured: ~23 bytes a slot, 23 GB for 10^9 slots on a
+#: 1,000-example dataset; 2^63-1 aborts the process with std::bad_alloc).
+SHUFFLE_BUFFER_MAX = 100_000_000
 
 #: Names of the source kinds, for "did you mean" on ``source:``.
 SOURCE_KINDS = ("npz", "npy", "csv", "image_dir", "text_dir", "tfrecord", "keras", "tfds", "python")
@@ -347,12 +355,19 @@ class DataSection(Section):
     validation: Optional[SourceOrSplit] = None
     test: Optional[SourceOrSplit] = None
     preprocessing: Optional[PreprocessingSection] = None
-    batch_size: int = Field(32, gt=0, description="The GLOBAL batch size, split over replicas.")
+    batch_size: Int = Field(
+        32, gt=0, le=INT32_MAX,
+        description="The GLOBAL batch size, split over replicas. At most 2^31-1: a batch is "
+        "held in memory whole, and with hardware.batch_per_replica the global batch (this "
+        "times the replicas) must still fit TF's int64.",
+    )
     shuffle: bool = Field(True, description="Shuffle training examples each epoch (seeded).")
-    shuffle_buffer: Optional[int] = Field(
-        None, gt=0,
+    shuffle_buffer: Optional[Int] = Field(
+        None, gt=0, le=SHUFFLE_BUFFER_MAX,
         description="Shuffle buffer size; default: the whole training split (at most 10,000 "
-        "for sources read by tf.data).",
+        "for sources read by tf.data). At most 100,000,000: tf.data allocates about 23 bytes "
+        "per slot up front whatever the data holds (2.3 GB at this limit), and a buffer as large as "
+        "the training split already shuffles it fully.",
     )
     cache: Union[bool, Literal["memory", "file"]] = Field(
         True, description="Cache a stream's decoded examples after epoch 1: true (in memory "

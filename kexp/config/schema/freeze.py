@@ -17,23 +17,23 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from kexp.config.schema.common import Section
+from kexp.config.schema.common import Float, Int, Section
 
 
 class FreezeSection(Section):
     """Layers that are not trained for the first ``epochs`` epochs (or at all)."""
 
-    layers: list[Union[str, int]] = Field(
+    layers: list[Union[str, Int]] = Field(
         min_length=1,
         description="Layer names (fnmatch patterns such as backbone_*) or layer indices.",
     )
-    epochs: Optional[int] = Field(
+    epochs: Optional[Int] = Field(
         None,
         gt=0,
         description="Epochs trained with the layers frozen; then they are unfrozen and the "
         "model recompiled. Default: frozen for the whole run.",
     )
-    fine_tune_learning_rate: Optional[float] = Field(
+    fine_tune_learning_rate: Optional[Float] = Field(
         None,
         gt=0,
         description="Constant learning rate after unfreezing (default: compile.optimizer's).",

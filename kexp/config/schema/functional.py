@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, Union
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from kexp.config.schema.common import KerasSpec, Section, exactly_one_of
+from kexp.config.schema.common import Int, KerasSpec, Section, exactly_one_of
 
 if TYPE_CHECKING:  # the model section nests (a sub-model node); resolved in model.py
     from kexp.config.schema.model import ModelSection
@@ -77,6 +77,9 @@ Outputs = Union[
     Annotated[list[Ref], Field(min_length=1)], Annotated[dict[Name, Ref], Field(min_length=1)]
 ]
 
+#: The most repetitions of a block (see ``GraphNode.repeat``).
+REPEAT_MAX = 1000
+
 #: The keys of a node that say what it applies; exactly one is given.
 NODE_KINDS = ("layer", "block", "model", "application")
 
@@ -84,7 +87,7 @@ NODE_KINDS = ("layer", "block", "model", "application")
 class GraphInput(Section):
     """One input of the model: the shape of an example (no batch axis) and its dtype."""
 
-    shape: list[Optional[int]] = Field(
+    shape: list[Optional[Int]] = Field(
         description="Shape without the batch axis; null for a variable-length axis."
     )
     dtype: str = Field("float32", description="Input dtype, e.g. float32, int32, string.")
@@ -106,8 +109,12 @@ class GraphNode(Section):
         "{Class: kwargs} for a new layer of this node alone.",
     )
     block: Optional[Name] = Field(None, description="A block's name (from `blocks`).")
-    repeat: int = Field(
-        1, ge=1, description="Apply the block this many times in a row, each with its own weights."
+    repeat: Int = Field(
+        1, ge=1, le=REPEAT_MAX,
+        description="Apply the block this many times in a row, each with its own weights. At "
+        "most 1000: every repetition adds a layer to each path through the node, and Keras "
+        "walks a model's graph with one nested Python call per layer of a path (Python "
+        "allows 1000), so more repetitions cannot be built (docs/functional.md, 'How deep').",
     )
     model: Optional["ModelSection"] = Field(
         None, description="A whole Sequential or Functional sub-model, applied as one node."

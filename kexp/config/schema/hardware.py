@@ -23,7 +23,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
-from kexp.config.schema.common import Section
+from kexp.config.schema.common import INT32_MAX, Float, Int, Section
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -49,11 +49,11 @@ class ClusterSection(Section):
     workers: Optional[list[HostPort]] = Field(
         None, min_length=1, description="host:port of every worker, the chief first."
     )
-    task_index: Optional[int] = Field(
+    task_index: Optional[Int] = Field(
         None, ge=0, description="This process's index in `workers` (or KEXP_TASK_INDEX)."
     )
-    port: int = Field(8888, gt=0, lt=65536, description="Slurm: first port on each node.")
-    start_timeout: float = Field(
+    port: Int = Field(8888, gt=0, lt=65536, description="Slurm: first port on each node.")
+    start_timeout: Float = Field(
         600, gt=0,
         description="Seconds a worker waits for every other worker to start before it gives "
         "up (exit 2) instead of waiting forever.",
@@ -95,16 +95,18 @@ class HardwareSection(Section):
         "several workers is configured, mirrored for several GPUs, one_device for one, "
         "default otherwise.",
     )
-    gpus: Optional[list[Annotated[int, Field(ge=0)]]] = Field(
+    gpus: Optional[list[Annotated[Int, Field(ge=0)]]] = Field(
         None, min_length=1, description="Indices of the GPUs to use; default: all visible."
     )
     memory_growth: bool = Field(
         False, description="Let TensorFlow allocate GPU memory as needed instead of all at once."
     )
-    memory_limit_mb: Optional[int] = Field(
-        None, gt=0, description="Cap the GPU memory TensorFlow may use on each GPU (MiB)."
+    memory_limit_mb: Optional[Int] = Field(
+        None, gt=0, le=INT32_MAX,
+        description="Cap the GPU memory TensorFlow may use on each GPU (MiB; at most 2^31-1, "
+        "which TF turns into bytes within an int64).",
     )
-    cpu_devices: Optional[int] = Field(
+    cpu_devices: Optional[Int] = Field(
         None, ge=1, le=64,
         description="Split the CPU into this many logical devices (to try mirrored training "
         "without GPUs); must be set before TensorFlow starts.",
@@ -125,8 +127,10 @@ class HardwareSection(Section):
         "stay float32.",
     )
     jit_compile: bool = Field(False, description="Compile the train step with XLA.")
-    steps_per_execution: int = Field(
-        1, gt=0, description="Batches per tf.function call (on TPU default 32)."
+    steps_per_execution: Int = Field(
+        1, gt=0, le=INT32_MAX,
+        description="Batches per tf.function call (on TPU default 32). At most 2^31-1: Keras "
+        "counts the steps of one call in int32 (2^31 trained no step at all).",
     )
 
     @model_validator(mode="after")

@@ -21,14 +21,14 @@ from typing import Optional
 
 from pydantic import ConfigDict, Field, model_validator
 
-from kexp.config.schema.common import KerasSpec, Section, exactly_one_of
+from kexp.config.schema.common import Int, KerasSpec, Section, exactly_one_of
 from kexp.config.schema.functional import Block, FunctionalModel, GraphNode
 
 
 class InputSpec(Section):
     """A model input: shape without the batch dimension, and dtype."""
 
-    shape: list[Optional[int]] = Field(
+    shape: list[Optional[Int]] = Field(
         description="Shape without the batch axis; null for a variable-length axis."
     )
     dtype: str = Field("float32", description="Input dtype, e.g. float32, int32, string.")

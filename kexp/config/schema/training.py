@@ -9,25 +9,39 @@ where its results go.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from kexp.config.schema.common import KerasSpec, Section
+from kexp.config.schema.common import INT32_MAX, Float, Int, KerasSpec, Section
+
+
+def _spelled_class_id(value: Any) -> Any:
+    """``"3"`` -> 3: JSON object keys are text, so a config written as JSON spells them."""
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+#: A class index, as ``class_weight`` keys it: Keras casts labels to int32 to look their
+#: weight up (keras.src.trainers.data_adapters), and builds a table of ``max(class) + 1``
+#: weights.
+ClassId = Annotated[Int, BeforeValidator(_spelled_class_id), Field(ge=0, le=INT32_MAX)]
 
 
 class TrainSection(Section):
     """Arguments of ``model.fit`` that are not about data."""
 
-    epochs: int = Field(10, gt=0, description="Number of epochs.")
-    steps_per_epoch: Optional[int] = Field(
+    epochs: Int = Field(10, gt=0, description="Number of epochs.")
+    steps_per_epoch: Optional[Int] = Field(
         None, gt=0, description="Batches per epoch; default: the whole training split."
     )
-    validation_steps: Optional[int] = Field(None, gt=0)
-    class_weight: Optional[dict[int, float]] = Field(
-        None, description="Loss weight per class index (single-output classifiers).",
-        # JSON object keys are text: say they must spell an integer (the class index)
-        json_schema_extra={"propertyNames": {"pattern": "^-?[0-9]+$"}},
+    validation_steps: Optional[Int] = Field(None, gt=0)
+    class_weight: Optional[dict[ClassId, Annotated[Float, Field(ge=0)]]] = Field(
+        None,
+        description="Loss weight per class index (single-output classifiers): indices from 0 "
+        "(below 2^31: Keras looks weights up by int32 label), weights >= 0 (a negative weight "
+        "would train the model away from that class).",
+        # JSON object keys are text: say they must spell a class index
+        json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
     terminate_on_nan: bool = Field(
         True, description="Stop at the first NaN loss (keras.callbacks.TerminateOnNaN)."
