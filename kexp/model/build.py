@@ -12,6 +12,7 @@ from typing import Any
 from kexp.config.schema import ExperimentConfig
 from kexp.errors import ConfigError, ConfigIssue
 from kexp.model import outputs
+from kexp.model.graph import depth_advice, model_scope, scope_depth
 from kexp.model.outputs import declared_outputs
 from kexp.model.sequential import build_sequential
 from kexp.model.schedules import make_optimizer
@@ -19,10 +20,27 @@ from kexp.resolve import make_loss, make_metric
 
 
 def build_model(config: ExperimentConfig) -> Any:
-    """The uncompiled Keras model of ``config.model``."""
-    if config.model.functional is not None:
-        return _build_functional(config)
-    return build_sequential(config.model.sequential, config.name, ("model", "sequential"))
+    """The uncompiled Keras model of ``config.model``.
+
+    Keras walks a model's graph recursively (one Python call per layer of a path), so a
+    model too deep for Python's recursion limit fails inside Keras with RecursionError:
+    a config error here (kexp.model.graph finds the certain cases before building).
+    """
+    kind = "functional" if config.model.functional is not None else "sequential"
+    try:
+        if kind == "functional":
+            return _build_functional(config)
+        return build_sequential(config.model.sequential, config.name, ("model", "sequential"))
+    except RecursionError as exc:
+        if kind == "sequential":
+            size = f"{len(config.model.sequential.layers):,} layers in one chain"
+        else:
+            spec = config.model.functional
+            size = f"paths of up to {scope_depth(model_scope(spec, ()), spec.blocks, ()).longest:,} layers"
+        raise ConfigError.single(
+            ("model", kind),
+            f"the model is too deep for Keras ({size}): {depth_advice()}",
+        ) from exc
 
 
 def _build_functional(config: ExperimentConfig) -> Any:

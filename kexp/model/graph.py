@@ -13,6 +13,7 @@ are a :class:`Scope`. Nodes may be listed in any order; :func:`build_order` sort
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -401,6 +402,8 @@ def check_functional(spec: FunctionalModel, path: KeyPath) -> list[ConfigIssue]:
             for key in block.layers if key not in layers
         )
     issues.extend(_recursive_blocks(spec, path, block_uses))
+    if not any(i.severity == "error" for i in issues):
+        issues.extend(_too_deep(spec, path))
 
     reachable = _reachable_blocks(used_blocks, block_uses)
     for name in spec.layers:
@@ -442,6 +445,100 @@ def _recursive_blocks(
             f"block '{first}' instantiates itself ({loop}); a block cannot contain itself",
         ))
     return issues
+
+
+@dataclass(frozen=True)
+class Depth:
+    """Layers on the shortest and on the longest path from an input to an output, with
+    blocks expanded (``repeat`` times); a sub-model or application node counts as one."""
+
+    shortest: int
+    longest: int
+
+    def times(self, n: int) -> "Depth":
+        return Depth(self.shortest * n, self.longest * n)
+
+
+def _node_depth(node: GraphNode, blocks: Mapping[str, Block], path: KeyPath,
+                memo: dict[str, Depth]) -> Depth:
+    if node.block is None or node.block not in blocks:
+        return Depth(1, 1)
+    if node.block not in memo:
+        memo[node.block] = Depth(1, 1)  # a block inside itself (an error reported elsewhere)
+        memo[node.block] = scope_depth(
+            block_scope(node.block, blocks[node.block], path), blocks, path, memo)
+    return memo[node.block].times(node.repeat)
+
+
+def scope_depth(scope: Scope, blocks: Mapping[str, Block], path: KeyPath,
+                memo: dict[str, Depth] | None = None) -> Depth:
+    """The :class:`Depth` of a sound graph (one :func:`check_scope` found no error in).
+
+    One pass in :func:`build_order`, no recursion over nodes: a graph deep enough to matter
+    here is exactly one that recursion would fail on.
+    """
+    memo = {} if memo is None else memo
+    index = _node_index(scope)
+    shortest: dict[int, int] = {}
+    longest: dict[int, int] = {}
+    for i in build_order(scope):
+        node = scope.graph[i]
+        own = _node_depth(node, blocks, path, memo)
+        takes = [base(r) for _, r in refs(node.inputs)]
+        before = [index[name] for name in takes if name not in scope.inputs and name in index]
+        starts = [0] if any(name in scope.inputs for name in takes) or not before else []
+        shortest[i] = own.shortest + min(starts + [shortest[j] for j in before])
+        longest[i] = own.longest + max([0] + [longest[j] for j in before])
+    ends = [base(ref) for ref in scope.outputs.values()]
+    made = [index[name] for name in ends if name not in scope.inputs and name in index]
+    low = [0] if any(name in scope.inputs for name in ends) or not made else []
+    return Depth(min(low + [shortest[i] for i in made]), max([0] + [longest[i] for i in made]))
+
+
+#: What Keras manages in one chain of layers under Python's default recursion limit (1000),
+#: measured with keras 3: a chain of Dense layers built from a shallow call stack: 988.
+KERAS_CHAIN = 950
+
+
+def depth_advice() -> str:
+    """Why Keras cannot build a model that deep, and what to write instead."""
+    return (
+        "Keras builds, saves and loads a model by walking its graph with one nested Python "
+        f"call per layer of a path, and Python allows {sys.getrecursionlimit()} nested calls "
+        f"(sys.getrecursionlimit()), so about {KERAS_CHAIN} layers in one chain is what Keras "
+        "can build. Split a deep stack into sub-models of fewer layers each (`model:` nodes "
+        "of a functional model): Keras walks each sub-model's graph on its own"
+    )
+
+
+def _too_deep(spec: FunctionalModel, path: KeyPath) -> list[ConfigIssue]:
+    """A model whose every path is longer than Python's recursion limit: Keras would fail
+    on it for certain, after building every layer (minutes for ``repeat: 100000``).
+
+    Only the shortest path is certain to be walked whole (Keras walks from the outputs,
+    and reaches an input along some path); a model that passes here may still be too deep
+    on a longer path, which the builder reports when Keras runs out.
+    """
+    scope = model_scope(spec, path)
+    memo: dict[str, Depth] = {}
+    depth = scope_depth(scope, spec.blocks, path, memo)
+    if depth.shortest < sys.getrecursionlimit():
+        return []
+    weights = [_node_depth(node, spec.blocks, path, memo).shortest for node in scope.graph]
+    deepest = max(range(len(weights)), key=weights.__getitem__)
+    node = scope.graph[deepest]
+    at = scope.node_path(deepest)
+    if node.block is not None and weights[deepest] > 1:
+        each = memo[node.block].shortest
+        why = (f"node '{node.name}' repeats block '{node.block}' {node.repeat} times, at least "
+               f"{each} layer(s) each" if node.repeat > 1 else
+               f"node '{node.name}' applies block '{node.block}' of at least {each} layers")
+        at = at + (("repeat",) if node.repeat > 1 else ("block",))
+    else:
+        why = f"{len(scope.graph)} nodes"
+        at = path + ("graph",)
+    return [_error(at, f"the model is at least {depth.shortest:,} layers deep on every path "
+                   f"from an input to an output ({why}): {depth_advice()}")]
 
 
 def check_data_keys(
