@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kexp.config import LoadedConfig, load_config
+from kexp.config.overrides import overrides_record
 from kexp.config.schema import ExperimentConfig
 from kexp.config.yaml_io import dump
 from kexp.data.pipeline import make_dataset, pipeline_record, steps
@@ -56,8 +57,6 @@ from kexp.training.stages import apply_freeze, fit as fit_stages
 
 #: Stands for the name of a new run's directory, drawn only once the checks pass.
 NEW_RUN = "<new run>"
-
-OVERRIDES_HEADER = "# the --set overrides of this run, in order; config.yaml already includes them\n"
 
 
 @dataclass
@@ -218,8 +217,7 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
                 resolved = config_obj.model_dump(mode="json")
                 write_text(run_dir / "config.yaml", dump(resolved))
                 if loaded.overrides:  # config.yaml includes them; this says which were given
-                    write_text(run_dir / "overrides.yaml",
-                               OVERRIDES_HEADER + dump(list(loaded.overrides)))
+                    write_text(run_dir / "overrides.yaml", overrides_record(loaded.overrides))
                 manifest = Manifest.new(
                     run_dir, config=resolved, config_file=loaded.file, seed=config_obj.seed,
                     environment=environment,
