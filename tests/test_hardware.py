@@ -145,16 +145,47 @@ def no_op_determinism() -> Iterator[None]:
 
 def test_xla_and_steps_per_execution_reach_compile_and_the_manifest(
         tmp_path: Path, no_op_determinism: None) -> None:
-    path = iris(tmp_path, jit_compile=True, steps_per_execution=3)
+    path = iris(tmp_path, jit_compile=True, steps_per_execution=4)  # 8 steps an epoch
     config = yaml.safe_load(path.read_text())
     config["deterministic"] = False  # XLA and op determinism exclude each other
     config["data"].pop("validation")  # one function to compile with XLA is enough here
     config["data"].pop("test")
     run = train(write_config(path, config))
-    assert run.model.jit_compile is True and run.model.steps_per_execution == 3
+    assert run.model.jit_compile is True and run.model.steps_per_execution == 4
     record = manifest(run)["strategy"]
-    assert record["jit_compile"] is True and record["steps_per_execution"] == 3
+    assert record["jit_compile"] is True and record["steps_per_execution"] == 4
     assert np.isfinite(run.history["loss"]).all()
+
+
+def test_steps_per_execution_that_does_not_divide_an_epoch_trains_the_epochs_steps(
+        tmp_path: Path) -> None:
+    """Keras runs whole executions: on kexp's endless stream of passes, 4 per execution over
+    an epoch of 6 steps would train 8 a epoch. kexp runs the largest divisor (3), warns at
+    the key and notes it; a freeze stage's recompile keeps it."""
+    from kexp.errors import ConfigWarning
+    from kexp.hardware.execution import steps_per_execution
+
+    assert [steps_per_execution(4, n) for n in (39, 40, 7, 2)] == [3, 4, 1, 2]
+    (tmp_path / "one").mkdir(), (tmp_path / "four").mkdir()
+    baseline = train(iris(tmp_path / "one", epochs=2))
+    per_epoch = int(baseline.model.optimizer.iterations) // 2
+    assert per_epoch % 4, "the test needs an epoch that 4 does not divide"
+    path = iris(tmp_path / "four", epochs=2, steps_per_execution=4)
+    with pytest.warns(ConfigWarning, match=r"does not divide the \d+ steps of an epoch"):
+        run = train(path)
+    expected = steps_per_execution(4, per_epoch)
+    assert run.model.steps_per_execution == expected
+    assert int(run.model.optimizer.iterations) == 2 * per_epoch
+    record = manifest(run)["strategy"]
+    assert record["steps_per_execution"] == expected
+    assert any("does not divide" in note for note in record["notes"])
+    # the fine-tuning stage recompiles (a new optimizer): its one epoch, not one step more
+    config = yaml.safe_load(path.read_text())
+    config["freeze"] = {"layers": [0], "epochs": 1}
+    with pytest.warns(ConfigWarning, match="does not divide"):
+        staged = train(write_config(tmp_path / "staged.yaml", config))
+    assert staged.model.steps_per_execution == expected
+    assert int(staged.model.optimizer.iterations) == per_epoch
 
 
 def test_xla_with_determinism_is_refused_not_silently_dropped(tmp_path: Path) -> None:

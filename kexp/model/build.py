@@ -71,10 +71,15 @@ def compile_model(
     ``steps_per_epoch`` converts schedule lengths given in epochs (kexp.model.schedules);
     ``learning_rate`` replaces the optimizer's (fine-tuning after a frozen stage).
     """
+    execution = config.hardware.steps_per_execution
+    if steps_per_epoch:  # whole executions per epoch (kexp.hardware.execution)
+        from kexp.hardware.execution import steps_per_execution
+
+        execution = steps_per_execution(execution, steps_per_epoch)
     model.compile(
         **resolve_compile(config, steps_per_epoch, learning_rate),
         jit_compile=config.hardware.jit_compile,
-        steps_per_execution=config.hardware.steps_per_execution,
+        steps_per_execution=execution,
     )
 
 

@@ -36,6 +36,7 @@ from kexp.environment import collect
 from kexp.errors import ConfigError, ConfigIssue, TrainingFailed
 from kexp.hardware import StrategyInfo, setup_hardware
 from kexp.hardware.batch import check_last_batch
+from kexp.hardware.execution import fit_execution
 from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
@@ -194,6 +195,9 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
         data_pipeline = pipeline_record(splits, config_obj.data)
         # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
         check_last_batch(info, len(splits.train), config_obj.data)
+        # whole executions that end where an epoch ends (kexp.hardware.execution)
+        fit_execution(model, info, config_obj.hardware.steps_per_execution,
+                      train_steps(splits, config_obj))
 
     from kexp.training.rundir import new_run_dir
 
@@ -239,16 +243,21 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
     return run
 
 
+def train_steps(splits: Splits, config: ExperimentConfig) -> int:
+    """Training steps in an epoch: ``train.steps_per_epoch``, else one pass over the split."""
+    return config.train.steps_per_epoch or steps(
+        splits.train, config.data.batch_size, config.data.drop_remainder
+    )
+
+
 def _fit_and_save(
     config: ExperimentConfig, model: Any, splits: Splits, run_dir: Path,
     manifest: Manifest, say: Console, session: Session, chief: bool = True,
 ) -> Run:
     datasets = _datasets(splits, config, run_dir)
     callbacks, checkpoints = build_callbacks(config, run_dir)
-    train_steps = config.train.steps_per_epoch or steps(
-        splits.train, config.data.batch_size, config.data.drop_remainder
-    )
-    progress = RichProgress(config.train.epochs, train_steps, progress_console)
+    epoch_steps = train_steps(splits, config)
+    progress = RichProgress(config.train.epochs, epoch_steps, progress_console)
     freeze = getattr(config, "freeze", None)
     # model.fit per stage (kexp.training.stages) on a seeded stream of epochs, from the saved
     # state on a resume, stopping cleanly on a signal (kexp.training.session); NaN: raises
@@ -256,7 +265,7 @@ def _fit_and_save(
         model,
         lambda first_pass: _datasets(splits, config, run_dir, first_pass)["train"],
         epochs=config.train.epochs,
-        steps_per_epoch=train_steps,
+        steps_per_epoch=epoch_steps,
         batches_per_pass=steps(splits.train, config.data.batch_size, config.data.drop_remainder),
         callbacks=[progress, *callbacks],
         last_checkpoint=run_dir / "checkpoints" / "last.keras" if config.checkpoint.save_last else None,

@@ -129,7 +129,8 @@ class HardwareSection(Section):
     jit_compile: bool = Field(False, description="Compile the train step with XLA.")
     steps_per_execution: Int = Field(
         1, gt=0, le=INT32_MAX,
-        description="Batches per tf.function call (on TPU default 32). At most 2^31-1: Keras "
+        description="Batches per tf.function call (on TPU default 32); lowered to the largest "
+        "divisor of an epoch's steps, with a warning (docs/hardware.md). At most 2^31-1: Keras "
         "counts the steps of one call in int32 (2^31 trained no step at all).",
     )
 
