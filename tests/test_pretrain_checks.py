@@ -395,3 +395,37 @@ def test_callbacks_write_new_folders_and_swap_ema_weights_trains(tmp_path: Path)
     run = train(load_config(write_config(tmp_path / "c.yaml", config)),
                 out=Console(file=io.StringIO()))
     assert len((run.directory / "csv" / "history.csv").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------ 4. class weights
+
+
+def test_class_weights_that_leave_out_the_last_class_train_with_it_at_one(tmp_path: Path) -> None:
+    """Was: a GatherV2 'indices[0] = 2 is not in [0, 2)' traceback from the input pipeline
+    during the first epoch (Keras' table ends at the largest key), exit 1."""
+    from kexp.training.class_weight import class_weights
+    from kexp.training.run import train
+
+    config = _iris(tmp_path, train={"epochs": 1, "class_weight": {1: 3.0}})
+    run = train(load_config(write_config(tmp_path / "c.yaml", config)),
+                out=Console(file=io.StringIO()))
+    assert run.status == "completed" and np.isfinite(run.history["loss"]).all()
+    assert class_weights(run.model, run.config) == {0: 1.0, 1: 3.0, 2: 1.0}
+
+
+def test_a_class_weight_past_the_models_classes_is_refused(tmp_path: Path) -> None:
+    """Was: silently never used."""
+    config = _iris(tmp_path, train={"epochs": 1, "class_weight": {0: 1.0, 7: 2.0}})
+    done, path = _train_cli(tmp_path, config)
+    assert_user_error(done, f"c.yaml:{_line(path, 'class_weight')}: train.class_weight: "
+                      "class 7 is not a class of this model: its output has 3 classes, 0..2")
+
+
+def test_class_weights_on_a_two_output_model_are_refused(tmp_path: Path) -> None:
+    """Was: Keras' 'class_weight is only supported for Models with a single output' once fit
+    started, after the run directory existed."""
+    config = shipped("digits_two_output.yaml", train={"epochs": 1, "class_weight": {0: 2.0}},
+                     callbacks=[], output={"root": str(tmp_path / "runs"), "formats": ["keras"]})
+    issue = _one(tmp_path, config)
+    assert issue.path == ("train", "class_weight")
+    assert "this one has 2 (digit, parity)" in issue.message

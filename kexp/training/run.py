@@ -50,6 +50,7 @@ from kexp.training.artifacts import save_final_models, write_json, write_text
 from kexp.training.callbacks import (
     build_callbacks, check_callback_paths, check_monitors, check_swap_ema,
 )
+from kexp.training.class_weight import class_weights
 from kexp.training.probe import check_data_fits
 from kexp.training.session import Session, resume_command
 from kexp.training.weights import weights_sha256
@@ -192,6 +193,7 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
         # (kexp.training.probe); every monitor names what they logged (Keras' names)
         logged = check_data_fits(model, splits, config_obj)
         check_monitors(model, logged, config_obj)
+        class_weights(model, config_obj)  # keys against the model's classes
         data_pipeline = pipeline_record(splits, config_obj.data)
         # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
         check_last_batch(info, len(splits.train), config_obj.data)
@@ -273,7 +275,7 @@ def _fit_and_save(
         enter_stage=lambda m, x, **kwargs: fit_stages(m, config, x, **kwargs),
         validation_data=datasets.get("validation"),
         validation_steps=config.train.validation_steps,
-        class_weight=config.train.class_weight,
+        class_weight=class_weights(model, config),  # every class (kexp.training.class_weight)
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=0,
     )

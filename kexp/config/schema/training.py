@@ -38,8 +38,9 @@ class TrainSection(Section):
     class_weight: Optional[dict[ClassId, Annotated[Float, Field(ge=0)]]] = Field(
         None,
         description="Loss weight per class index (single-output classifiers): indices from 0 "
-        "(below 2^31: Keras looks weights up by int32 label), weights >= 0 (a negative weight "
-        "would train the model away from that class).",
+        "to the model's classes - 1 (checked against its output before training), weights >= 0 "
+        "(a negative weight would train the model away from that class); a class left out "
+        "weighs 1.0.",
         # JSON object keys are text: say they must spell a class index
         json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
