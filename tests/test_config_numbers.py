@@ -71,9 +71,10 @@ def _flatten(annotation: Any) -> Iterator[Any]:
 
 
 def _lax_numbers(annotation: Any, metadata: list[Any]) -> list[str]:
-    """``int``/``float`` types reachable in ``annotation`` that lack pydantic's Strict."""
+    """``int``/``float``/``bool`` types reachable in ``annotation`` that lack pydantic's
+    Strict."""
     found = []
-    if annotation in (int, float):
+    if annotation in (int, float, bool):
         if not any(isinstance(m, Strict) for m in metadata):
             found.append(annotation.__name__)
         return found
@@ -86,9 +87,9 @@ def _lax_numbers(annotation: Any, metadata: list[Any]) -> list[str]:
     return found
 
 
-def test_every_number_of_the_schema_is_strict() -> None:
-    """A new int or float field must use kexp.config.schema.common's Int/Float: a bare one
-    takes ``true`` as 1 and ``"16"`` as 16."""
+def test_every_number_and_boolean_of_the_schema_is_strict() -> None:
+    """A new int, float or bool field must use kexp.config.schema.common's Int/Float/Bool: a
+    bare int takes ``true`` as 1 and ``"16"`` as 16, a bare bool 1 and "yes" as true."""
     lax = [
         f"{model.__name__}.{name}: {kind}"
         for model in _models(ExperimentConfig, set())
@@ -109,6 +110,10 @@ def test_every_number_of_the_schema_is_strict() -> None:
     ("data.validation.split=true", ("data", "validation", "split"), "expected a number"),
     ('+compile.loss_weights=["1"]', ("compile", "loss_weights", 0), "expected a number"),
     ("+freeze={layers: [true]}", ("freeze", "layers", 0), "expected"),
+    ("deterministic=1", ("deterministic",), "expected true or false"),
+    ('data.shuffle="no"', ("data", "shuffle"), "expected true or false"),
+    ("+hardware.jit_compile=0", ("hardware", "jit_compile"), "expected true or false"),
+    ('+data.cache="on"', ("data", "cache"), "must be one of"),
 ])
 def test_booleans_and_quoted_numbers_are_refused(override: str, path: tuple, gist: str) -> None:
     (issue,) = issues(override)

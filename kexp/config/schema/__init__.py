@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from kexp.config.schema.common import Float, Int, KerasSpec, Section, spec_parts
+from kexp.config.schema.common import Bool, Float, Int, KerasSpec, Section, spec_parts
 from kexp.config.schema.compile import CompileSection
 from kexp.config.schema.data import (
     CsvSource,
@@ -58,7 +58,7 @@ class ExperimentConfig(Section):
     seed: Optional[Int] = Field(
         None, ge=0, lt=2**31, description="Seeds Python, numpy and TF; drawn and saved if absent."
     )
-    deterministic: bool = Field(False, description="Turn on TF op determinism.")
+    deterministic: Bool = Field(False, description="Turn on TF op determinism.")
     data: DataSection
     model: ModelSection
     compile: CompileSection
@@ -68,7 +68,7 @@ class ExperimentConfig(Section):
     hardware: HardwareSection = Field(default_factory=HardwareSection)
     output: OutputSection = Field(default_factory=OutputSection)
     plugins: PluginList = Field(default_factory=list)
-    allow_unsafe_deserialization: bool = Field(False, description=UNSAFE_DESCRIPTION)
+    allow_unsafe_deserialization: Bool = Field(False, description=UNSAFE_DESCRIPTION)
     freeze: Optional[FreezeSection] = None
 
 

@@ -57,6 +57,11 @@ Int = Annotated[int, Strict(), AfterValidator(_int64)]
 #: weight, fraction, rate or timeout of kexp means anything at infinity).
 Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
+#: Every yes/no of kexp's own keys: ``true`` or ``false`` only. Lax pydantic takes 1, 0 and
+#: the strings "yes", "on", "1" too, so ``deterministic: 1`` or a quoted ``"off"`` would pass
+#: as a boolean where the integer keys refuse ``true``: one rule for both.
+Bool = Annotated[bool, Strict()]
+
 
 def _one_key(value: Any) -> Any:
     if isinstance(value, dict):

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
-from kexp.config.schema.common import INT32_MAX, Float, Int, KerasSpec, Section
+from kexp.config.schema.common import Bool, Float, INT32_MAX, Int, KerasSpec, Section
 
 #: An array (or csv column list) for a single-input/-output model, or one per named input/output.
 ArrayKeys = Union[str, dict[str, str]]
@@ -75,7 +75,7 @@ class NpzSource(SourceBase):
     path: str = Field(description="The .npz file, relative to the config file.")
     x: ArrayKeys = Field("x", description="Key of the features, or {input name: key}.")
     y: Optional[ArrayKeys] = Field("y", description="Key of the labels, or {output name: key}.")
-    mmap: bool = Field(True, description="Memory-map arrays where the file allows it.")
+    mmap: Bool = Field(True, description="Memory-map arrays where the file allows it.")
 
 
 class NpySource(SourceBase):
@@ -85,7 +85,7 @@ class NpySource(SourceBase):
     source: Literal["npy"]
     x: ArrayKeys = Field(description="The features .npy file, or {input name: file}.")
     y: Optional[ArrayKeys] = Field(None, description="The labels .npy file, or {output: file}.")
-    mmap: bool = Field(True, description="Memory-map the arrays (numpy mmap_mode='r').")
+    mmap: Bool = Field(True, description="Memory-map the arrays (numpy mmap_mode='r').")
 
 
 ColumnType = Literal["numeric", "string", "integer"]
@@ -110,7 +110,7 @@ class CsvSource(SourceBase):
         description="Type of a column: numeric (default), string (categories, text) or "
         "integer (ids). Any string/integer feature makes the features a dict keyed by column.",
     )
-    header: bool = Field(True, description="The first line holds the column names.")
+    header: Bool = Field(True, description="The first line holds the column names.")
     column_names: Optional[list[str]] = Field(
         None, description="Column names for a file without a header row (header: false)."
     )
@@ -130,7 +130,7 @@ class CsvSource(SourceBase):
         "utf-8", description="Text encoding of the file, a Python codec name (utf-8, latin-1, "
         "cp1252, ...); a UTF-8 byte-order mark is skipped."
     )
-    stream: Optional[bool] = Field(
+    stream: Optional[Bool] = Field(
         None,
         description="Read with tf.data instead of loading whole; default: only files larger "
         "than an eighth of the machine's memory (at most 1 GiB).",
@@ -156,7 +156,7 @@ class ImageDirSource(SourceBase):
         "at most 2^31-1: tf.image.resize takes int32 sizes).",
     )
     color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
-    labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
+    labels: Bool = Field(True, description="Labels from the sub-folder names (false: none).")
     label_mode: Literal["int", "categorical", "binary"] = "int"
     class_names: Optional[list[str]] = Field(
         None, description="Class order; default: sub-folder names in alphanumeric order."
@@ -164,9 +164,9 @@ class ImageDirSource(SourceBase):
     interpolation: Literal[
         "bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic"
     ] = "bilinear"
-    crop_to_aspect_ratio: bool = False
-    pad_to_aspect_ratio: bool = False
-    follow_links: bool = False
+    crop_to_aspect_ratio: Bool = False
+    pad_to_aspect_ratio: Bool = False
+    follow_links: Bool = False
 
 
 class TextDirSource(SourceBase):
@@ -175,11 +175,11 @@ class TextDirSource(SourceBase):
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
     source: Literal["text_dir"]
     path: str = Field(description="The folder holding one sub-folder per class.")
-    labels: bool = Field(True, description="Labels from the sub-folder names (false: none).")
+    labels: Bool = Field(True, description="Labels from the sub-folder names (false: none).")
     label_mode: Literal["int", "categorical", "binary"] = "int"
     class_names: Optional[list[str]] = None
     max_length: Optional[Int] = Field(None, gt=0, description="Truncate texts to this many characters.")
-    follow_links: bool = False
+    follow_links: Bool = False
 
 
 class TfrecordFeature(Section):
@@ -258,7 +258,7 @@ class TfdsSource(SourceBase):
     data_dir: Optional[str] = Field(None, description="TFDS data folder (default: ~/tensorflow_datasets).")
     x: Optional[ArrayKeys] = Field(None, description="Feature key(s); default: supervised keys.")
     y: Optional[ArrayKeys] = Field(None, description="Label key(s); default: supervised keys.")
-    download: bool = Field(False, description="Download when not prepared (needs network).")
+    download: Bool = Field(False, description="Download when not prepared (needs network).")
 
 
 class PythonSource(SourceBase):
@@ -361,7 +361,7 @@ class DataSection(Section):
         "held in memory whole, and with hardware.batch_per_replica the global batch (this "
         "times the replicas) must still fit TF's int64.",
     )
-    shuffle: bool = Field(True, description="Shuffle training examples each epoch (seeded).")
+    shuffle: Bool = Field(True, description="Shuffle training examples each epoch (seeded).")
     shuffle_buffer: Optional[Int] = Field(
         None, gt=0, le=SHUFFLE_BUFFER_MAX,
         description="Shuffle buffer size; default: the whole training split (at most 10,000 "
@@ -369,13 +369,13 @@ class DataSection(Section):
         "per slot up front whatever the data holds (2.3 GB at this limit), and a buffer as large as "
         "the training split already shuffles it fully.",
     )
-    cache: Union[bool, Literal["memory", "file"]] = Field(
+    cache: Union[Bool, Literal["memory", "file"]] = Field(
         True, description="Cache a stream's decoded examples after epoch 1: true (in memory "
         "when they fit in an eighth of memory, else not at all), memory, file (in the run "
         "directory) or false.",
     )
-    prefetch: bool = Field(True, description="Prefetch batches with tf.data AUTOTUNE.")
-    drop_remainder: bool = Field(False, description="Drop the last partial batch.")
+    prefetch: Bool = Field(True, description="Prefetch batches with tf.data AUTOTUNE.")
+    drop_remainder: Bool = Field(False, description="Drop the last partial batch.")
     shard_policy: Literal["auto", "data", "file", "off"] = Field(
         "auto", description="tf.data auto-shard policy under a multi-worker strategy; auto: data."
     )

@@ -23,7 +23,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
-from kexp.config.schema.common import INT32_MAX, Float, Int, Section
+from kexp.config.schema.common import Bool, Float, INT32_MAX, Int, Section
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -98,7 +98,7 @@ class HardwareSection(Section):
     gpus: Optional[list[Annotated[Int, Field(ge=0)]]] = Field(
         None, min_length=1, description="Indices of the GPUs to use; default: all visible."
     )
-    memory_growth: bool = Field(
+    memory_growth: Bool = Field(
         False, description="Let TensorFlow allocate GPU memory as needed instead of all at once."
     )
     memory_limit_mb: Optional[Int] = Field(
@@ -116,7 +116,7 @@ class HardwareSection(Section):
         description="TPU to connect to: 'local' (a TPU VM), a TPU name, or grpc://host:port.",
     )
     cluster: ClusterSection = Field(default_factory=ClusterSection)
-    batch_per_replica: bool = Field(
+    batch_per_replica: Bool = Field(
         False,
         description="data.batch_size is per replica (global = batch_size x replicas) instead "
         "of the global batch.",
@@ -126,7 +126,7 @@ class HardwareSection(Section):
         description="Keras mixed-precision policy; float16 adds loss scaling; output layers "
         "stay float32.",
     )
-    jit_compile: bool = Field(False, description="Compile the train step with XLA.")
+    jit_compile: Bool = Field(False, description="Compile the train step with XLA.")
     steps_per_execution: Int = Field(
         1, gt=0, le=INT32_MAX,
         description="Batches per tf.function call (on TPU default 32); lowered to the largest "

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, Field
 
-from kexp.config.schema.common import INT32_MAX, Float, Int, KerasSpec, Section
+from kexp.config.schema.common import Bool, Float, INT32_MAX, Int, KerasSpec, Section
 
 
 def _spelled_class_id(value: Any) -> Any:
@@ -44,7 +44,7 @@ class TrainSection(Section):
         # JSON object keys are text: say they must spell a class index
         json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
-    terminate_on_nan: bool = Field(
+    terminate_on_nan: Bool = Field(
         True, description="Stop at the first NaN loss (keras.callbacks.TerminateOnNaN)."
     )
 
@@ -56,8 +56,8 @@ class CheckpointSection(Section):
         None, description="Metric to pick the best epoch; default: val_loss, or loss without validation."
     )
     mode: Literal["auto", "min", "max"] = "auto"
-    save_best: bool = True
-    save_last: bool = True
+    save_best: Bool = True
+    save_last: Bool = True
 
 
 class OutputSection(Section):
@@ -69,7 +69,7 @@ class OutputSection(Section):
     formats: list[Literal["keras", "h5"]] = Field(
         default_factory=lambda: ["keras", "h5"], min_length=1
     )
-    tensorboard: bool = Field(True, description="Write TensorBoard logs to <run>/logs.")
+    tensorboard: Bool = Field(True, description="Write TensorBoard logs to <run>/logs.")
 
 
 CallbackList = list[KerasSpec]
