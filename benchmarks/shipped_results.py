@@ -5,7 +5,8 @@ Run by hand (not in CI: a full run of all of them takes a few minutes on 2 cores
     python benchmarks/shipped_results.py                 # every config under configs/
     python benchmarks/shipped_results.py digits_cnn.yaml iris_mlp.yaml
 
-The figures in the README come from this script, so they can be checked and refreshed in
+The image folders and TFRecords two examples read are derived data: written first with
+``configs/data/write_digits.py`` when they are missing. The figures in the README come from this script, so they can be checked and refreshed in
 one step after a change that moves them (a new data order, a changed default). Each config
 is trained with ``kexp train`` exactly as a user runs it, into a temporary output root; the
 table gives the held-out test metrics from the run's ``evaluation.json``, the epochs trained
@@ -77,6 +78,10 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", help="config files under configs/ (default: all)")
     args = parser.parse_args()
     configs = [CONFIGS / c for c in args.configs] if args.configs else shipped_configs()
+    derived = [CONFIGS / "data" / name for name in ("digits_png", "digits_tfrecord")]
+    if not all(path.exists() for path in derived):  # the image_dir and tfrecord examples' data
+        subprocess.run([sys.executable, str(CONFIGS / "data" / "write_digits.py")], check=True,
+                       cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     print(f"commit {_commit()}, {_cpu()}, load average {os.getloadavg()[0]:.1f}")
     print("| config | epochs | test metrics | wall time |")
     print("| --- | ---: | --- | ---: |")
