@@ -429,3 +429,55 @@ def test_class_weights_on_a_two_output_model_are_refused(tmp_path: Path) -> None
     issue = _one(tmp_path, config)
     assert issue.path == ("train", "class_weight")
     assert "this one has 2 (digit, parity)" in issue.message
+
+
+def _iris_one_unit(tmp_path: Path, loss: str, **train: Any) -> dict:
+    """The iris MLP ending in one sigmoid unit, its labels still the species 0..2."""
+    config = _iris(tmp_path, train={"epochs": 1, **train})
+    config["model"]["sequential"]["layers"][-1] = {"Dense": {"units": 1, "activation": "sigmoid"}}
+    config["compile"]["loss"] = loss
+    config["data"]["test"] = None
+    return config
+
+
+def test_class_weights_on_labels_past_the_classes_are_refused(tmp_path: Path) -> None:
+    """Was: a GatherV2 'indices[0] = 2 is not in [0, 2)' traceback in the first epoch, exit 1
+    (a one-unit model has 2 classes, the iris labels go to 2; likewise a regression target)."""
+    config = _iris_one_unit(tmp_path, "mse", class_weight={0: 1.0, 1: 2.0})
+    done, path = _train_cli(tmp_path, config)
+    assert_user_error(done, f"c.yaml:{_line(path, 'class_weight')}: train.class_weight: class "
+                      "weights need labels that are class ids 0..1 (this model's output has 2 "
+                      "classes), but the training labels range from 0 to 2")
+
+
+def test_class_weights_on_fractional_labels_are_refused(tmp_path: Path) -> None:
+    """Was: Keras weighed a label 0.5 as class 0 without a word."""
+    rows = (DATA / "iris_train.csv").read_text().splitlines()
+    head, *body = rows
+    body = [row for row in body if not row.endswith(",2")]
+    body[12] = body[12].rsplit(",", 1)[0] + ",0.5"
+    bad = tmp_path / "train.csv"
+    bad.write_text("\n".join([head, *body]) + "\n")
+    config = _iris_one_unit(tmp_path, "mse", class_weight={1: 2.0})
+    config["data"]["train"]["path"] = str(bad)
+    config["data"]["validation"] = None  # every row in the training split
+    issue = _one(tmp_path, config)
+    assert issue.path == ("train", "class_weight")
+    assert "label 0.5 of training example" in issue.message
+
+
+def test_binary_crossentropy_on_labels_past_one_is_refused(tmp_path: Path) -> None:
+    """Was: trained without a word on labels 0..2, a loss that means nothing."""
+    config = _iris_one_unit(tmp_path, "binary_crossentropy")
+    done, path = _train_cli(tmp_path, config)
+    assert_user_error(done, f"c.yaml:{_line(path, 'loss:')}: compile.loss: binary "
+                      "cross-entropy needs labels in [0, 1]", "range from 0 to 2")
+
+
+def test_a_batch_larger_than_the_split_with_drop_remainder_is_refused(tmp_path: Path) -> None:
+    """Was: ZeroDivisionError in the training loop (0 batches per epoch), exit 1."""
+    config = _iris(tmp_path)
+    config["data"].update(batch_size=512, drop_remainder=True)
+    done, path = _train_cli(tmp_path, config)
+    assert_user_error(done, f"c.yaml:{_line(path, 'batch_size')}: data.batch_size: a batch of "
+                      "512 is more than the 96 training examples")

@@ -188,6 +188,13 @@ def pipeline_record(splits: Any, data: Any) -> dict[str, Any]:
 
     Raises ConfigError for a choice that does not fit the data (call it before writing).
     """
+    if data.drop_remainder and len(splits.train) < data.batch_size:
+        raise ConfigError.single(
+            ("data", "batch_size"),
+            f"a batch of {data.batch_size} is more than the {len(splits.train)} training "
+            "examples, and data.drop_remainder: true drops the only, partial batch: an epoch "
+            "would have 0 steps. Use a batch size of at most "
+            f"{len(splits.train)}, or drop_remainder: false")
     out: dict[str, Any] = {"batch_size": data.batch_size, "prefetch": "AUTOTUNE" if data.prefetch
                            else None, "drop_remainder": data.drop_remainder}
     for name in ("train", "validation", "test"):

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
+
 from kexp.config.schema import ExperimentConfig
 from kexp.errors import ConfigError
 
@@ -66,3 +68,40 @@ def class_weights(model: Any, config: ExperimentConfig) -> dict[int, float] | No
             "used)",
         )
     return complete(weights, classes)
+
+
+def check_labels(arrays: Any, first_labels: Any, model: Any, config: ExperimentConfig) -> None:
+    """The training labels are class ids the weight table covers, or a ``ConfigError`` at
+    ``train.class_weight``.
+
+    Keras looks each label up in the table: a label of rank 1 (or one column) is cast to an
+    integer class id, wider labels (one-hot) by their argmax. So class ids outside
+    ``0..classes-1`` — a regression target, or labels 0..2 on a one-unit sigmoid model —
+    fail inside the input pipeline with a ``GatherV2`` traceback after the run directory
+    exists, and a label 1.5 is weighed as class 1 without a word. ``arrays`` is the training
+    split (in memory or streamed); ``first_labels`` its first labels, for their shape.
+    """
+    if config.train.class_weight is None or len(model.outputs) != 1:
+        return
+    shape = np.shape(first_labels)
+    if len(shape) > 1 and shape[-1] not in (None, 1):
+        return  # one-hot: Keras takes the argmax, always a class of the model
+    classes = classes_of(model)
+    found = arrays.label_range(None)
+    if found is not None and (found[0] < 0 or found[1] > classes - 1):
+        low, high = found
+        raise ConfigError.single(
+            _KEY,
+            f"class weights need labels that are class ids 0..{classes - 1} (this model's "
+            f"output has {classes} classes), but the training labels range from {low:g} to "
+            f"{high:g}; class weights apply to classification, not to a regression target",
+        )
+    fraction = arrays.fractional_label(None)
+    if fraction is not None:
+        example, value = fraction
+        raise ConfigError.single(
+            _KEY,
+            f"class weights need labels that are class ids, but label {value:g} of training "
+            f"example {example} is not a whole number (Keras would weigh it as class "
+            f"{int(value)} without a word)",
+        )

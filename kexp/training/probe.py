@@ -34,6 +34,7 @@ import numpy as np
 from kexp.config.schema import ExperimentConfig, SplitSpec, spec_parts
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, format_path
 from kexp.tf import keras
+from kexp.training.class_weight import check_labels as check_class_weight_labels
 
 #: Examples of each split that go through the model before training.
 HEAD = 8
@@ -85,6 +86,10 @@ def _probe_train(model: Any, arrays: Any, config: ExperimentConfig) -> tuple[Any
             )
         if fraction is not None:
             raise ConfigError.single(("data", "train") + _key(spec, "y"), _fraction(fraction, of))
+    binary = _binary_problem(model, arrays, config)
+    if binary is not None:
+        raise ConfigError.single(("compile", "loss"), binary)
+    check_class_weight_labels(arrays, y, model, config)
     try:
         _loss(model, x, y, y_pred)
     except Exception as exc:
@@ -205,8 +210,17 @@ def _is_sparse(loss: Any) -> bool:
     return isinstance(loss, dict) and any("Sparse" in str(k) for k in loss)
 
 
-def _sparse_outputs(model: Any, config: ExperimentConfig) -> dict[str | None, int]:
-    """The outputs trained with a sparse categorical loss, and their number of classes.
+def _is_binary(loss: Any) -> bool:
+    """Whether a loss spec is one of Keras' binary cross-entropies (labels in [0, 1])."""
+    names = [loss] if isinstance(loss, str) else list(loss) if isinstance(loss, dict) else []
+    return any(re.sub(r"[_\s]", "", str(name)).lower()
+               in ("binarycrossentropy", "binaryfocalcrossentropy") for name in names)
+
+
+def _sparse_outputs(model: Any, config: ExperimentConfig,
+                    taking: Any = _is_sparse) -> dict[str | None, int]:
+    """The outputs trained with a sparse categorical loss (or another loss ``taking``
+    tells), and their number of classes (output units).
 
     A single-output model's is keyed None; a multi-output model's by output name, from a
     loss given per output (``{digit: sparse_categorical_crossentropy, ...}``) or one loss
@@ -215,7 +229,7 @@ def _sparse_outputs(model: Any, config: ExperimentConfig) -> dict[str | None, in
     loss = config.compile.loss
     names = list(getattr(model, "output_names", None) or [])
     if len(model.outputs) == 1:
-        return {None: int(model.outputs[0].shape[-1])} if _is_sparse(loss) else {}
+        return {None: int(model.outputs[0].shape[-1])} if taking(loss) else {}
     if isinstance(loss, dict) and names and set(loss) <= set(names):
         per_output = loss
     elif isinstance(loss, list):
@@ -223,7 +237,21 @@ def _sparse_outputs(model: Any, config: ExperimentConfig) -> dict[str | None, in
     else:
         per_output = dict.fromkeys(names, loss)
     return {name: int(model.outputs[names.index(name)].shape[-1])
-            for name, spec in per_output.items() if _is_sparse(spec)}
+            for name, spec in per_output.items() if taking(spec)}
+
+
+def _binary_problem(model: Any, arrays: Any, config: ExperimentConfig) -> str | None:
+    """Why labels of an output trained with a binary cross-entropy are not in [0, 1]
+    (Keras computes a loss from a label 2 without a word, and it means nothing), or None."""
+    for output in _sparse_outputs(model, config, taking=_is_binary):
+        found = arrays.label_range(output)
+        if found is not None and (found[0] < 0 or found[1] > 1):
+            of = f" of output '{output}'" if output else ""
+            return (f"binary cross-entropy needs labels{of} in [0, 1] (0/1, or soft labels "
+                    f"between), but the labels range from {found[0]:g} to {found[1]:g}; for "
+                    "several classes use sparse_categorical_crossentropy with one unit per "
+                    "class")
+    return None
 
 
 def _sparse_problem(arrays: Any, output: str | None, classes: int
