@@ -16,12 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from kexp.config.schema import SplitSpec
 from kexp.data.pipeline import make_dataset
-from kexp.data.splits import Recorded, load_splits
+from kexp.data.splits import Recorded, load_splits, read_indices
 from kexp.display import metrics_table
 from kexp.errors import UserError
 from kexp.inputs import check_fits, read_input
@@ -29,14 +28,6 @@ from kexp.manifest import now
 from kexp.outputs import check_output_file, output_problem, writing
 from kexp.runs import changed_data_files, load_model, resolve_target
 from kexp.training.artifacts import write_json
-
-
-def _saved_indices(run_dir: Path) -> dict[str, np.ndarray] | None:
-    path = run_dir / "splits.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as saved:
-        return {k: saved[k] for k in saved.files}
 
 
 def evaluate(
@@ -88,7 +79,8 @@ def evaluate(
             raise UserError(
                 f"the run's config declares no test split (data.test); pass --data FILE"
             )
-        saved = _saved_indices(found.run_dir) if isinstance(config.data.test, SplitSpec) else None
+        held_out = isinstance(config.data.test, SplitSpec)  # a fraction of train: its indices
+        saved = read_indices(found.run_dir / "splits.npz") if held_out else None
         recorded = Recorded.from_manifest(manifest.data) if manifest else None
         arrays = load_splits(config.data, config.seed or 0, ("test",), saved_indices=saved,
                              recorded=recorded).test

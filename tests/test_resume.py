@@ -220,3 +220,29 @@ def test_steps_per_epoch_is_a_stream_of_epochs(tmp_path: Path) -> None:
     assert plan(Position(2, 1), 5, [3]) == [Segment(2, 3, 1, 0), Segment(3, 5, 0, 1)]
     assert plan(Position(4, 0), 4) == [Segment(4, 4, 0, 0)]
     assert STEPS_PER_EPOCH == 6
+
+
+@pytest.mark.parametrize("damage", ["state.json", "state arrays", "splits.npz"])
+def test_a_damaged_state_file_is_a_clear_refusal(tmp_path: Path, reference: Path,
+                                                  damage: str) -> None:
+    """Was: a JSONDecodeError, BadZipFile or pickle traceback, exit 1, on resume."""
+    run_dir = tmp_path / "copied-run"
+    shutil.copytree(reference, run_dir)
+    if damage == "state.json":
+        target = run_dir / "backup" / "state.json"
+        target.write_text('{"epochs": 4, "st')  # cut short
+    elif damage == "state arrays":
+        target = run_dir / "backup" / _state(run_dir)["arrays"]
+        target.write_bytes(target.read_bytes()[:200])  # a copy that stopped early
+    else:
+        target = run_dir / "splits.npz"
+        target.write_bytes(b"not an npz file at all")
+    before = target.read_bytes()
+    done = _cli(["resume", str(run_dir), "--set", "train.epochs=5"])
+    assert done.exit_code == 2, done.output
+    assert "Traceback" not in done.output and done.exception is None or isinstance(
+        done.exception, SystemExit), done.output
+    assert "damaged" in done.output or "cannot be read" in done.output, done.output
+    assert target.name in done.output.replace("\n", ""), done.output
+    assert target.read_bytes() == before  # nothing the user has is touched
+    assert history(run_dir) == history(reference)

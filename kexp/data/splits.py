@@ -17,6 +17,7 @@ source is read only when a fraction split is taken from it.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from kexp.config.schema import DataSection, SplitSpec, TfrecordSource
 from kexp.data.arrays import Arrays
 from kexp.data.sources import SourceContext, load_source
-from kexp.errors import ConfigError, KeyPath
+from kexp.errors import ConfigError, KeyPath, UserError
 
 #: A split's examples: in memory (Arrays) or read by tf.data (kexp.data.stream.Stream).
 Examples = Any
@@ -105,6 +106,23 @@ class Splits:
 
             with atomic_path(path) as tmp, tmp.open("wb") as handle:
                 np.savez(handle, **self.indices)
+
+
+def read_indices(path: Path) -> dict[str, np.ndarray] | None:
+    """A run's saved split indices (``splits.npz``), None when it has none; a ``UserError``
+    when the file is damaged (without it the held-out splits cannot be drawn again, and a
+    ``BadZipFile`` traceback would not say so)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: np.asarray(npz[k], dtype=np.int64) for k in npz.files}
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(
+            f"{path} (the run's split indices) is damaged and cannot be read "
+            f"({type(exc).__name__}: {exc}); without it the examples the run held out for "
+            "validation and test cannot be drawn again: start a new run"
+        ) from exc
 
 
 def fraction_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:

@@ -36,6 +36,7 @@ from kexp.config.diff import Change, describe_safe, diff
 from kexp.config.overrides import with_resume_overrides
 from kexp.config.schema import ExperimentConfig, spec_parts
 from kexp.config.yaml_io import dump
+from kexp.data.splits import read_indices
 from kexp.errors import ConfigError, ConfigIssue, UserError
 from kexp.manifest import FILENAME as MANIFEST, Manifest, now
 from kexp.training.artifacts import remove_stale_temporaries, write_text
@@ -280,11 +281,7 @@ def _plan(run_dir: Path, saved: LoadedConfig, loaded: LoadedConfig,
             f"the data {run_dir} trained on has changed since, so resuming would not continue "
             f"the same experiment: {'; '.join(changed)}. Start a new run instead"
         )
-    indices_file = run_dir / "splits.npz"
-    saved_indices = None
-    if indices_file.is_file():
-        with np.load(indices_file) as npz:
-            saved_indices = {k: npz[k] for k in npz.files}
+    saved_indices = read_indices(run_dir / "splits.npz")
     return ResumePlan(run_dir, loaded, manifest, snapshot, saved_indices, changes)
 
 

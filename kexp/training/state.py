@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -84,12 +85,36 @@ class Snapshot:
         return [self.arrays[f"{prefix}/{i}"] for i in range(count)]
 
 
+#: What reading a damaged file of the training state raises: a truncated or garbled npz is a
+#: ``BadZipFile`` or ``EOFError`` as often as a ``ValueError``.
+DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+           zipfile.BadZipFile)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The state record ``path`` (``state.json``), or a ``UserError`` saying it is damaged.
+
+    Written atomically by this module, so damage comes from outside (a disk error, a hand
+    edit, a copy cut short): said plainly instead of a ``JSONDecodeError`` traceback.
+    """
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        Position(int(record["epochs"]), int(record["step"]))
+        return record
+    except DAMAGED as exc:
+        raise UserError(
+            f"the training state {path} is damaged and cannot be read ({type(exc).__name__}: "
+            f"{exc}); the run cannot continue from it. Its checkpoints and saved models are "
+            "untouched: start a new run, or continue from checkpoints/last.keras by hand"
+        ) from exc
+
+
 def read_position(backup_dir: Path) -> Position | None:
     """The committed position in ``backup_dir``, or None when nothing was saved yet."""
     path = Path(backup_dir) / STATE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = read_record(path)
     return Position(int(record["epochs"]), int(record["step"]))
 
 
@@ -100,7 +125,7 @@ def load_snapshot(backup_dir: Path) -> Snapshot | None:
     path = backup_dir / STATE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = read_record(path)
     if record.get("format") != FORMAT:
         raise UserError(
             f"{path} was written by another kexp version (state format "
@@ -113,8 +138,8 @@ def load_snapshot(backup_dir: Path) -> Snapshot | None:
             with np.load(backup_dir / candidate["arrays"], allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             return Snapshot(backup_dir, candidate, arrays)
-        except (OSError, ValueError, KeyError) as exc:
-            problems.append(f"{candidate.get('arrays')}: {exc}")
+        except DAMAGED as exc:
+            problems.append(f"{candidate.get('arrays')}: {exc or type(exc).__name__}")
     raise UserError(f"the training state in {backup_dir} cannot be read: {'; '.join(problems)}")
 
 
@@ -180,7 +205,7 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         self._last_done = 0
         self._generation = 0
         if (self.directory / STATE_FILE).is_file():
-            record = json.loads((self.directory / STATE_FILE).read_text(encoding="utf-8"))
+            record = read_record(self.directory / STATE_FILE)
             self._generation = int(record.get("generation", 0))
 
     @classmethod
