@@ -151,7 +151,8 @@ def issues_from(
         if all(t in _TYPE_WORDS for t in types) and len(errors) > 1:
             wanted = " or ".join(dict.fromkeys(_TYPE_WORDS[t] for t in types))
             found_issues.append((
-                ConfigIssue(path, f"expected {wanted}", file=file, line=line,
+                ConfigIssue(path, f"expected {wanted}{_yaml11_hint(value, wanted)}",
+                            file=file, line=line,
                             value=value, has_value=found),
                 _TYPE,
             ))
@@ -166,6 +167,21 @@ def issues_from(
     issues = _merge_misspelled_keys([issue for issue, _ in kept])
     issues.sort(key=lambda i: (i.line or 0))
     return issues
+
+
+#: Scalars YAML 1.1 (PyYAML) reads as booleans, which kexp reads as text (YAML 1.2).
+_YAML11_BOOLEANS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+
+
+def _yaml11_hint(value: Any, wanted: str) -> str:
+    """Why ``yes``/``no``/``on``/``off`` is not a boolean here, and what to write instead."""
+    if wanted != "true or false" or not isinstance(value, str):
+        return ""
+    meant = _YAML11_BOOLEANS.get(value.lower())
+    if meant is None:
+        return ""
+    return (f"; kexp reads YAML 1.2, where '{value}' is text, not a boolean: write "
+            f"{str(meant).lower()}")
 
 
 #: The kind of every "expected <type>" error (a wrong type is wrong whatever else is there).
@@ -327,8 +343,9 @@ def _issue(
         return ConfigIssue(path, f"each key here {rule}", file=file, line=line,
                            value=error.get("input", path[-1]), has_value=True)
     if kind in _TYPE_WORDS:  # "Input should be a valid dictionary or instance of ..."
-        return ConfigIssue(path, f"expected {_TYPE_WORDS[kind]}", file=file, line=line,
-                           value=value, has_value=found)
+        wanted = _TYPE_WORDS[kind]
+        return ConfigIssue(path, f"expected {wanted}{_yaml11_hint(value, wanted)}", file=file,
+                           line=line, value=value, has_value=found)
     message = _text(error["msg"])
     # a whole mapping (what a section-level check is about) is no help when echoed back
     shown = found and not isinstance(value, dict)

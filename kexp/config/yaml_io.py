@@ -3,6 +3,7 @@
 Error messages must point at the line a user has to fix, so loading keeps, next to the plain
 Python data, a :class:`SourceMap` from key paths to ``(file, line)``. Only PyYAML's safe loader
 is used: ``!!python/...`` tags are refused, so a config can never run code by being read.
+Plain scalars are typed as YAML 1.2 types them, not as PyYAML's YAML 1.1 (see ``_Loader``).
 
     >>> data, where = load_text("train:\\n  epochs: 3\\n", "c.yaml")
     >>> data
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -85,16 +86,61 @@ class SourceMap:
 
 
 class _Loader(yaml.SafeLoader):
-    """The safe loader; a separate class so kexp's tweaks never leak into yaml.SafeLoader."""
+    """The safe loader, reading plain scalars as YAML 1.2's core schema does; a separate
+    class so kexp's tweaks never leak into ``yaml.SafeLoader``."""
 
 
-# YAML 1.1 (PyYAML) reads ``3e-4`` and ``1e3`` as strings: its float pattern wants a dot.
-# Everyone writes learning rates that way, and YAML 1.2 reads them as numbers, so do we.
+# PyYAML implements YAML 1.1, whose implicit types surprise in a config: ``yes``/``no``/
+# ``on``/``off`` are booleans (``activation: off``?), ``010`` is octal 8, ``1:30`` is the
+# base-60 number 90, and ``3e-4`` is a string (its float pattern wants a dot). kexp reads
+# plain scalars as YAML 1.2's core schema does (what every YAML 1.2 parser does): booleans
+# are true/false only; integers are decimal (``010`` is 10; ``1_000`` is allowed, as in
+# Python), ``0x``/``0o`` hex and octal; floats have a dot or an exponent, or are
+# .inf/.nan; everything else is a string (``2024-01-01`` too, not a date). Nulls are
+# unchanged (``~``, ``null``, empty).
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                           "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F]+|0o[0-7]+)$"), list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+    re.compile(r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+.0123456789"))
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 core integer: decimal (leading zeros are not octal), ``0x``, ``0o``."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("-+")
+    if text.startswith("0x"):
+        return sign * int(text[2:], 16)
+    if text.startswith("0o"):
+        return sign * int(text[2:], 8)
+    return sign * int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, also quoting the strings kexp's loader would read as another type
+    (``3e-4`` written from a string), so a dumped config reads back as it was."""
+
+
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    for _tag, _pattern in _resolvers:
+        if _tag != "tag:yaml.org,2002:null":
+            _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
 
 
 def _walk(node: yaml.Node, path: KeyPath, file: str, where: SourceMap, issues: list) -> None:
@@ -122,13 +168,69 @@ def _walk(node: yaml.Node, path: KeyPath, file: str, where: SourceMap, issues: l
             _walk(item, path + (index,), file, where, issues)
 
 
+#: The most values a config may hold once its aliases are expanded, and the deepest it may
+#: nest. A real config has hundreds of values a dozen levels deep; the limits stop a file of
+#: nested aliases ("billion laughs": a few lines, 10^9 values) from hanging ``kexp validate``,
+#: and a deep nesting from a ``RecursionError``.
+MAX_VALUES = 100_000
+MAX_DEPTH = 100
+
+
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse a document over :data:`MAX_VALUES` values (aliases expanded) or
+    :data:`MAX_DEPTH` levels, counting each shared node once (linear in the file)."""
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    sizes: dict[int, tuple[int, int]] = {}  # finished nodes: (values, depth)
+    open_nodes: set[int] = {id(root)}  # the path from the root to the node being walked
+    # iterative depth-first walk: the depth a bad file gives cannot overflow it
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = [(root, iter(children(root)))]
+    while stack:
+        node, pending = stack[-1]
+        child = next(pending, None)
+        if child is not None:
+            if id(child) in open_nodes:
+                raise ConfigError.single(
+                    (), "an alias (*name) here refers to a value that contains it: the "
+                    "config would be infinite", file=file, line=child.start_mark.line + 1)
+            if id(child) not in sizes:
+                open_nodes.add(id(child))
+                stack.append((child, iter(children(child))))
+            continue
+        stack.pop()
+        open_nodes.discard(id(node))
+        below = [sizes[id(c)] for c in children(node)]
+        size = 1 + sum(values for values, _ in below)
+        depth = 1 + max((levels for _, levels in below), default=0)
+        line = node.start_mark.line + 1
+        if size > MAX_VALUES:
+            raise ConfigError.single(
+                (), f"the YAML holds more than {MAX_VALUES:,} values once its aliases (*name) "
+                "are expanded; a config never needs that many (nested aliases multiply)",
+                file=file, line=line)
+        if depth > MAX_DEPTH:
+            raise ConfigError.single(
+                (), f"the YAML nests more than {MAX_DEPTH} levels deep here; a config never "
+                "needs that", file=file, line=line)
+        sizes[id(node)] = (size, depth)
+
+
 def load_text(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data plus a :class:`SourceMap`; raise ConfigError if bad."""
     where = SourceMap()
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        try:
+            node = yaml.compose(text, Loader=_Loader)
+        except RecursionError:  # PyYAML's parser recurses once per level of nesting
+            raise ConfigError.single(
+                (), f"the YAML nests too deeply to be read (more than {MAX_DEPTH} levels); a "
+                "config never needs that", file=file) from None
         if node is None:
             return None, where
+        _check_size(node, file)
         issues: list[ConfigIssue] = []
         _walk(node, (), file, where, issues)
         if issues:
@@ -192,4 +294,5 @@ def load_file(path: str | Path) -> tuple[Any, SourceMap]:
 
 def dump(data: Any) -> str:
     """YAML text for a resolved config: block style, keys in the order given."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True)
