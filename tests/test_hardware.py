@@ -421,3 +421,21 @@ def test_env_report_cli_includes_the_strategies() -> None:
     assert record["hardware"]["auto"]["strategy"] == "default"
     assert {"float16", "bfloat16"} == set(record["hardware"]["mixed_precision"])
     assert record["hardware"]["tf_config"] is None
+
+
+def test_validation_steps_are_kept_at_any_steps_per_execution(tmp_path: Path) -> None:
+    """Was: Keras rounds validation_steps up to whole executions, so 1 validation step at 2
+    per execution evaluated 2 batches: val_loss differed from the 1-per-execution run's."""
+    def val_loss(folder: str, validation_steps: int | None, **hardware: Any) -> list[float]:
+        (tmp_path / folder).mkdir()
+        path = iris(tmp_path / folder, epochs=2, **hardware)
+        config = yaml.safe_load(path.read_text())
+        config["train"]["validation_steps"] = validation_steps
+        config["data"]["batch_size"] = 8  # several validation batches, an even epoch
+        run = train(write_config(path, config))
+        assert run.model.steps_per_execution == hardware.get("steps_per_execution", 1)
+        return run.history["val_loss"]
+
+    one = val_loss("one", 1)
+    assert one != pytest.approx(val_loss("all", None), rel=1e-6)  # 1 batch is not all of them
+    assert val_loss("two", 1, steps_per_execution=2) == pytest.approx(one, rel=1e-5)

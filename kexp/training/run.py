@@ -149,6 +149,18 @@ def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path,
     return out
 
 
+def _validation(dataset: Any, validation_steps: int | None) -> Any:
+    """The validation batches of an epoch: the first ``validation_steps`` of them, if given.
+
+    Given to ``fit`` as ``validation_steps``, Keras would round them up to whole executions
+    of ``steps_per_execution`` steps (1 step at 4 per execution evaluates 4 batches); a
+    dataset that ends after them stops the execution where it should, at any execution size.
+    """
+    if dataset is None or validation_steps is None:
+        return dataset
+    return dataset.take(validation_steps)
+
+
 def train(
     config: str | Path | LoadedConfig | None,
     *,
@@ -273,8 +285,7 @@ def _fit_and_save(
         last_checkpoint=run_dir / "checkpoints" / "last.keras" if config.checkpoint.save_last else None,
         stage_starts=[freeze.epochs] if freeze is not None and freeze.epochs else [],
         enter_stage=lambda m, x, **kwargs: fit_stages(m, config, x, **kwargs),
-        validation_data=datasets.get("validation"),
-        validation_steps=config.train.validation_steps,
+        validation_data=_validation(datasets.get("validation"), config.train.validation_steps),
         class_weight=class_weights(model, config),  # every class (kexp.training.class_weight)
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=0,
