@@ -282,6 +282,8 @@ def test_frozen_backbone_then_fine_tuned(tmp_path: Path) -> None:
 @pytest.mark.parametrize("freeze, fragment, path", [
     ({"layers": ["nothing_*"], "epochs": 1}, "matches no layer", ("freeze", "layers", 0)),
     ({"layers": [0], "epochs": 5}, "frozen for all 2 epochs", ("freeze", "epochs")),
+    # was: a run that trained nothing, exit 0
+    ({"layers": ["*"]}, "hold every trainable weight of the model", ("freeze", "layers")),
 ])
 def test_freeze_mistakes(tmp_path: Path, freeze: dict, fragment: str, path: tuple) -> None:
     from kexp.training.run import prepare

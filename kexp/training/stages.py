@@ -89,6 +89,15 @@ def apply_freeze(model: Any, config: ExperimentConfig) -> list[Any]:
     frozen = [layer for layer in select_layers(model, config.freeze) if layer.trainable]
     for layer in frozen:
         layer.trainable = False
+    if config.freeze.epochs is None and frozen and not model.trainable_weights:
+        for layer in frozen:  # the model as it was: nothing of this run's choice is kept
+            layer.trainable = True
+        raise ConfigError.single(
+            ("freeze", "layers"),
+            "these layers hold every trainable weight of the model, and without "
+            "freeze.epochs they stay frozen for the whole run: nothing would be trained. "
+            "Leave some layers out, or give freeze.epochs to fine-tune them after",
+        )
     _FROZEN.update(frozen)
     return frozen
 
