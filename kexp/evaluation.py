@@ -53,7 +53,10 @@ def evaluate(
     say = out or Console(stderr=True)
     if output is not None:
         check_output_file(output, "--output", example="evaluation.json",
-                          may_replace=lambda _: overwrite)
+                          may_replace=lambda _: overwrite,
+                          inputs={**({data: "the data being evaluated"} if data else {}),
+                                  target: "the model"},
+                          suffixes=(".json",))
     found = resolve_target(target)
     config = found.config
     stamp = now().replace(":", "").replace("+0000", "Z")

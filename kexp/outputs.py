@@ -10,7 +10,9 @@ permission bits say nothing for root or on a read-only mount). The write itself 
 fail (the disk fills up meanwhile): :func:`writing` reports that the same way.
 
 An existing file is never replaced unless the command says it may be (``kexp schema``
-replaces only a file it generated itself): nothing the user already has is overwritten.
+replaces only a file it generated itself): nothing the user already has is overwritten. Even
+``--overwrite`` never replaces the command's own input or a file kexp wrote in a run
+directory (its model, manifest, checkpoints, ...).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from kexp.errors import UserError
 
@@ -39,16 +41,42 @@ def output_problem(path: Path) -> str | None:
     return writable_problem(path.absolute().parent)
 
 
+def _never_replaced(path: Path, inputs: Mapping[str | Path, str]) -> str | None:
+    """What the existing file ``path`` is when no option may replace it: one of the command's
+    own ``inputs`` (``{path: what it is}``), or a file kexp wrote in a run directory."""
+    for given, what in inputs.items():
+        try:
+            if os.path.samefile(path, given):
+                return what
+        except OSError:  # an input that is not there (yet): not this file
+            continue
+    from kexp.training.rundir import run_file_role
+
+    return run_file_role(path)
+
+
 def check_output_file(
     path: str | Path, option: str, *, may_replace: Callable[[Path], bool] | None = None,
-    example: str | None = None,
+    example: str | None = None, inputs: Mapping[str | Path, str] | None = None,
+    suffixes: tuple[str, ...] = (),
 ) -> Path:
     """``path`` if kexp may write it there, else a :class:`UserError` naming ``option``.
 
-    ``may_replace(path)`` says whether an existing file may be replaced (default: never).
-    ``example`` is a file name suggested when ``path`` is a folder.
+    ``may_replace(path)`` says whether an existing file may be replaced (default: never);
+    even then, the command's ``inputs`` (``{path: what it is}``) and the files of a run
+    directory are never replaced. ``example`` is a file name suggested when ``path`` is a
+    folder. ``suffixes``, when given, are the file types the command writes (the suffix
+    chooses the format, so another one would be a file whose name says something else).
     """
     path = Path(path)
+    if os.path.exists(path):
+        role = _never_replaced(path, inputs or {})
+        if role is not None:
+            raise UserError(f"{option} {path}: it is {role}; kexp never writes over it, even "
+                            "with --overwrite: give another name")
+    if suffixes and path.suffix.lower() not in suffixes and not path.is_dir():
+        raise UserError(f"{option} {path}: the file name must end in "
+                        f"{' or '.join(suffixes)}, which chooses what is written")
     problem = output_problem(path)
     if problem is not None:
         hint = f" (e.g. {path / example})" if example and path.is_dir() else ""

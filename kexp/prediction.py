@@ -102,7 +102,9 @@ def predict(
     """
     if output is not None:
         check_output_file(output, "--output", example="predictions.csv",
-                          may_replace=lambda _: overwrite)
+                          may_replace=lambda _: overwrite,
+                          inputs={input: "the input being predicted", target: "the model"},
+                          suffixes=(".csv", ".npz"))
     found = resolve_target(target)
     manifest = found.manifest()
     class_names = manifest.data.get("class_names") if manifest else None
@@ -139,7 +141,7 @@ def to_csv(columns: dict[str, np.ndarray]) -> str:
 
 def write_predictions(columns: dict[str, np.ndarray], path: Path) -> None:
     """Write ``.npz`` (one array per column) or csv, atomically."""
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         with atomic_path(path) as tmp:
             with tmp.open("wb") as handle:
                 np.savez(handle, **{k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else v

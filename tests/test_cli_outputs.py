@@ -304,6 +304,43 @@ def test_predict_and_evaluate_replace_an_output_only_with_overwrite(
     assert json.loads(scores.read_text())["metrics"]["accuracy"] >= 0
 
 
+def test_overwrite_never_replaces_the_input_or_the_runs_own_files(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Was: --overwrite wrote predictions over the run's model.keras, its manifest, or the
+    input file itself."""
+    run = runs["iris"]
+    data = tmp_path / "in.csv"
+    data.write_bytes((DATA / "iris_test.csv").read_bytes())
+    kept = {path: path.read_bytes() for path in (run / "model.keras", run / "manifest.json",
+                                                 run / "history.csv", data)}
+    for output, what in ((data, "the input being predicted"),
+                         (run / "model.keras", "the final model of the run"),
+                         (run / "history.csv", "the history of the run")):
+        done = cli(["predict", run, "--input", data, "-o", output, "--overwrite"])
+        assert_user_error(done, f"--output {output}: it is {what}", "even with --overwrite")
+    done = cli(["evaluate", run, "-o", run / "manifest.json", "--overwrite"])
+    assert_user_error(done, "it is the manifest of the run", "even with --overwrite")
+    done = cli(["evaluate", run, "--data", data, "-o", data, "--overwrite"])
+    assert_user_error(done, "it is the data being evaluated")
+    assert all(path.read_bytes() == content for path, content in kept.items())
+    # a file of the user's own in the run directory is theirs to replace
+    mine = run / "my-predictions.csv"
+    for _ in range(2):
+        done = cli(["predict", run, "--input", data, "-o", mine, "--overwrite"])
+        assert done.returncode == 0, done.stderr
+    mine.unlink()
+
+
+def test_an_output_suffix_that_names_no_format_is_refused(tmp_path: Path) -> None:
+    """Was: '-o out.txt' wrote csv under a name that says text."""
+    done = cli(["predict", tmp_path / "no-run", "--input", DATA / "iris_test.csv",
+                "-o", tmp_path / "out.txt"])
+    assert_user_error(done, f"--output {tmp_path / 'out.txt'}: the file name must end in .csv "
+                      "or .npz")
+    assert not (tmp_path / "out.txt").exists()
+
+
 def test_schema_output_is_written_atomically_and_regenerated(tmp_path: Path) -> None:
     target = tmp_path / "deep" / "kexp.schema.json"  # the folder is made
     assert cli(["schema", "-o", target]).returncode == 0

@@ -36,7 +36,7 @@ from kexp.resolve import accepted_kwargs, lookup, make_callback
 from kexp.tf import keras
 from kexp.training.artifacts import copy_file, save_model
 from kexp.training.history import HistoryFile
-from kexp.training.lock import LOCK_FILE
+from kexp.training.rundir import KEXP_FILES, KEXP_FOLDERS
 from kexp.training.model_checkpoint import atomic_model_checkpoints
 from kexp.training.nan import NanGuard
 from kexp.training.stages import FineTuningStart
@@ -57,14 +57,6 @@ _WRITES = {
     "BackupAndRestore": ("the training state", False),
 }
 
-#: What kexp itself writes in a run directory, by path relative to it.
-_KEXP_FILES = {
-    "config.yaml": "resolved config", "overrides.yaml": "--set overrides",
-    "manifest.json": "manifest", "model.keras": "final model", "model.h5": "final model",
-    "splits.npz": "split indices", "evaluation.json": "test metrics", LOCK_FILE: "lock",
-    "checkpoints/best.keras": "best checkpoint", "checkpoints/last.keras": "last checkpoint",
-}
-_KEXP_FOLDERS = ("checkpoints", "cache", "evaluations")
 
 #: Metrics whose best value is the largest (as Keras' own ``mode="auto"`` decides).
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
@@ -330,8 +322,8 @@ def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool 
     """
     issues: list[ConfigIssue] = []
     declared = {spec_parts(spec)[0] for spec in config.callbacks}
-    kexp_files = dict(_KEXP_FILES)
-    kexp_folders = list(_KEXP_FOLDERS)
+    kexp_files = dict(KEXP_FILES)
+    kexp_folders = list(KEXP_FOLDERS)
     if "CSVLogger" not in declared:
         kexp_files["history.csv"] = "history"
     if config.output.tensorboard and "TensorBoard" not in declared:
