@@ -34,6 +34,12 @@ def _cli(args: list[str]) -> Any:
     return CliRunner().invoke(app, args)
 
 
+def history_columns(run_dir: Path) -> dict[str, list[float]]:
+    """The run's history.csv as ``{metric: [value per epoch]}`` (without the epoch column)."""
+    rows = history(run_dir)
+    return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"}
+
+
 def _state(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "backup" / "state.json").read_text())
 
@@ -99,6 +105,10 @@ def test_sigterm_stops_after_the_step_and_the_run_resumes(tmp_path: Path, refere
     stopped = manifest(run_dir)
     assert stopped["status"] == "interrupted"
     assert stopped["interrupted_at"] == {"epochs_completed": 1, "step": 2}
+    # how far it got, from its history (was: 0 and {} however many epochs were done)
+    assert stopped["epochs_completed"] == 1
+    first = {k: v[0] for k, v in history_columns(reference).items()}
+    assert stopped["final_metrics"] == pytest.approx(first, rel=1e-6)
     assert stopped["resume_command"] == f"kexp resume {run_dir}"
     assert (_state(run_dir)["epochs"], _state(run_dir)["step"]) == (1, 2)
     assert (run_dir / "checkpoints" / "last.keras").is_file()  # saved at the stop
@@ -147,6 +157,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch(tmp_path: Path, reference: Pa
     (run_dir,) = runs(tmp_path / "runs")
     crashed = manifest(run_dir)
     assert crashed["status"] == "failed" and crashed["error"]["type"] == "Crash"
+    assert crashed["epochs_completed"] == 1 and crashed["final_metrics"]["loss"] > 0
     assert (_state(run_dir)["epochs"], _state(run_dir)["step"]) == (1, 0)  # epoch-level state
 
     run = _train(None, resume=run_dir)

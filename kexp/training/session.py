@@ -50,6 +50,7 @@ class Session:
         self.manifest = manifest
         self.snapshot = snapshot
         self.state: TrainingState | None = None
+        self._callbacks: list[Any] = []  # fit's, once it starts
         self.stop = StopRequest(on_force_exit=self._force_exit)
         self._lock: RunLock | None = lock  # a lock already held (a resume's) is taken over
         self._position: Position | None = None
@@ -89,13 +90,25 @@ class Session:
                     "interrupted", exc,
                     interrupted_at=_position_record(position),
                     resume_command=resume_command(self.run_dir),
+                    **self._progress(),
                 )
             else:
-                self.manifest.finish("failed", exc, **getattr(exc, "details", {}))
+                self.manifest.finish("failed", exc,
+                                     **{**self._progress(), **getattr(exc, "details", {})})
         finally:
             self.stop.__exit__()
             if self._lock is not None:
                 self._lock.release()
+
+    def _progress(self) -> dict[str, Any]:
+        """The epochs a stopped run finished and the metrics of its last one, from its
+        history: an interrupted run's manifest says how far it got, not ``0`` and ``{}``."""
+        history = _whole_history(self._callbacks, None)
+        finished = len(next(iter(history.values()), []))
+        if not finished:
+            return {}
+        return {"epochs_completed": finished,
+                "final_metrics": {k: v[-1] for k, v in history.items()}}
 
     def _saved_position(self) -> Position | None:
         if self.state is not None and self.state.position is not None:
@@ -113,6 +126,7 @@ class Session:
             RunInterrupted(f"stopped at once by a second {signal_name(signum)}", signum),
             interrupted_at=_position_record(position),
             resume_command=resume_command(self.run_dir),
+            **self._progress(),
         )
 
     # ----------------------------------------------------------------------- fit
@@ -146,6 +160,7 @@ class Session:
             state = TrainingState(self.run_dir / "backup")
             callbacks.append(state)
         self.state = state
+        self._callbacks = callbacks  # their history, for the manifest of a stopped run
         for callback in callbacks:
             if isinstance(callback, NanGuard):
                 callback.steps_per_epoch = steps_per_epoch
