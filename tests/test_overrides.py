@@ -109,7 +109,7 @@ def test_unknown_key_names_the_nearest_valid_one() -> None:
     assert issue.path == ("train", "epoch")
     assert issue.suggestion == "train.epochs"
     assert issue.file == "--set train.epoch=5"
-    assert "+train.epoch=" in issue.message  # says how to add it on purpose
+    assert "+train.epoch=" not in issue.message  # a section of the schema: "+" would fail too
 
 
 def test_unknown_section_suggests_the_whole_path() -> None:
@@ -250,6 +250,18 @@ def test_bad_override_on_train_exits_2_without_a_run(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "did you mean 'train.epochs'" in result.output
     assert not any(tmp_path.iterdir())
+    # '+' cannot add a key to a section of the schema, so it is not suggested (it was)
+    assert "+train.epoch" not in result.output
+
+
+def test_adding_a_key_is_suggested_only_where_keys_are_free() -> None:
+    result = CliRunner().invoke(app, ["validate", str(IRIS), "--set",
+                                      "compile.optimizer.Adam.beta_1=0.8"])
+    assert result.exit_code == 2
+    assert "to add it anyway write +compile.optimizer.Adam.beta_1=..." in result.output
+    result = CliRunner().invoke(app, ["validate", str(IRIS), "--set",
+                                      "+compile.optimizer.Adam.beta_1=0.8"])
+    assert result.exit_code == 0, result.output
 
 
 _NO_TF = """

@@ -141,11 +141,14 @@ class _Applier:
 
     def _unknown(self, o: Override, node: dict, path: tuple, key: str) -> ConfigError:
         """No ``key`` under ``path``: name the nearest key (the rest of the path kept)."""
-        keys = list(dict.fromkeys([*map(str, node), *self.schema_keys(path)]))
+        fixed = self.schema_keys(path)  # a section of the schema: only its keys exist
+        keys = list(dict.fromkeys([*map(str, node), *fixed]))
         guess = nearest(key, keys)
         listing = f" (keys here: {', '.join(keys)})" if keys and guess is None else ""
         rest = o.path[len(path) + 1:]
-        hint = f"; to add it anyway write +{_key_text(o.text)}=..." if o.op == "set" else ""
+        # '+' adds a key to a free mapping (a layer's kwargs); in a section it would be refused
+        hint = (f"; to add it anyway write +{_key_text(o.text)}=..."
+                if o.op == "set" and not fixed else "")
         return ConfigError.single(
             path + (key,), f"the config has no key '{key}' here{listing}{hint}",
             suggestion=format_path(path + (guess, *rest)) if guess else None, file=o.origin,
