@@ -174,3 +174,13 @@ def test_schema_checks_do_not_import_tensorflow(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "train.epochz" in done.stdout
     assert done.stdout.strip().endswith("False")
+
+
+def test_a_name_too_long_for_a_folder_is_refused_at_name() -> None:
+    """Was: valid, then 'File name too long' when the run directory was made."""
+    text = (CONFIGS / "iris_mlp.yaml").read_text().replace("name: iris-mlp", "name: " + "a" * 300)
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, CONFIGS)
+    (issue,) = caught.value.issues
+    assert issue.path == ("name",) and "at most 100 characters" in issue.message
+    assert issue.line == 2

@@ -51,8 +51,10 @@ class ExperimentConfig(Section):
     )
     name: str = Field(
         min_length=1,
+        max_length=100,  # a folder name: file systems allow 255 bytes
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="Experiment name; runs go to <output.root>/<name>/.",
+        description="Experiment name (at most 100 characters); runs go to "
+        "<output.root>/<name>/.",
     )
     description: Optional[str] = None
     seed: Optional[Int] = Field(
