@@ -190,6 +190,19 @@ def test_diff_is_leaf_by_leaf_and_knows_the_safe_keys() -> None:
     assert not is_safe(("train",))
 
 
+def test_a_mapping_removed_or_added_is_one_change_of_the_whole_value() -> None:
+    """Was: '~train.class_weight' on a resume listed each class, then 'train.class_weight
+    differs (saved: None, given: None)'."""
+    from kexp.config.diff import diff
+
+    weights = {"0": 1.0, "1": 2.0}
+    for saved, given in ((weights, None), (None, weights), ([1, 2], "x")):
+        (change,) = diff({"train": {"class_weight": saved, "epochs": 1}},
+                         {"train": {"class_weight": given, "epochs": 1}})
+        assert (change.key, change.saved, change.given) == ("train.class_weight", saved, given)
+        assert not change.safe
+
+
 _TWO_WORKERS = {"worker": ["localhost:12345", "localhost:12346"]}
 
 

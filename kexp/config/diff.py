@@ -109,7 +109,13 @@ def diff(saved: dict[str, Any], given: dict[str, Any]) -> list[Change]:
     entry_changes, replaced = _entry_changes(saved, given)
     a = dict(leaves(saved))
     b = dict(leaves(given))
-    out = []
+    # a mapping or list on one side where the other has a value (``~train.class_weight``
+    # makes it null): one change of the whole value, not one per leaf under it
+    reshaped = [path for side, other in ((a, b), (b, a)) for path in side if path not in other
+                and any(len(o) > len(path) and o[: len(path)] == path for o in other)]
+    out = [Change(path, _value(saved, path), _value(given, path)) for path in reshaped
+           if not any(path[: len(prefix)] == prefix for prefix in replaced)]
+    replaced = replaced + reshaped
     for path in list(a) + [p for p in b if p not in a]:
         if any(path[: len(prefix)] == prefix for prefix in replaced):
             continue
@@ -118,6 +124,18 @@ def diff(saved: dict[str, Any], given: dict[str, Any]) -> list[Change]:
             out.append(Change(path, None if old is _MISSING else old,
                               None if new is _MISSING else new))
     return entry_changes + out
+
+
+def _value(data: Any, path: KeyPath) -> Any:
+    """The value at ``path`` (keys as :func:`leaves` gives them), None where there is none."""
+    for key in path:
+        if isinstance(data, dict):
+            data = next((v for k, v in data.items() if str(k) == key), None)
+        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
 
 
 def _at(data: Any, path: tuple[str, ...]) -> Any:
