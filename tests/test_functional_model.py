@@ -440,3 +440,21 @@ def test_outputs_are_named_as_declared_and_predict_knows_their_activation() -> N
     columns = prediction_columns(model, model.predict(x, verbose=0))
     assert "digit_prob_9" in columns and "digit_predicted_label" in columns
     assert "odd_probability" in columns and "odd_predicted_label" in columns
+
+
+@pytest.mark.parametrize("weights, given", [("[1.0, 2.0]", "2 weights"),
+                                            ("{dense: 2.0}", "a mapping")])
+def test_loss_weights_of_a_sequential_model_are_one_weight(weights: str, given: str) -> None:
+    """Was: accepted by validate, then Keras' error at compile time reported at compile.loss."""
+    from conftest import CONFIGS
+
+    text = (CONFIGS / "iris_mlp.yaml").read_text().replace(
+        "  loss: sparse_categorical_crossentropy",
+        f"  loss: sparse_categorical_crossentropy\n  loss_weights: {weights}")
+    with pytest.raises(ConfigError) as caught:
+        resolve_compile(load_config_text(text, CONFIGS).config)
+    (issue,) = caught.value.issues
+    assert issue.path == ("compile", "loss_weights")
+    assert f"a Sequential model has one output, so one weight, [w], but {given}" in issue.message
+    one = text.replace(f"loss_weights: {weights}", "loss_weights: [2.0]")
+    assert resolve_compile(load_config_text(one, CONFIGS).config)["loss_weights"] == [2.0]

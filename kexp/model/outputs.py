@@ -101,7 +101,15 @@ def loss_weights(spec: Any, outputs: list[str] | None, issues: list[ConfigIssue]
     """``compile.loss_weights``: a mapping by output (missing ones weigh 1) or a list in the
     order of ``outputs:``."""
     path: KeyPath = ("compile", "loss_weights")
-    if spec is None or outputs is None:
+    if spec is None:
+        return spec
+    if outputs is None:  # a Sequential model: one output, named by its last layer
+        if isinstance(spec, dict) or len(spec) != 1:
+            given = "a mapping" if isinstance(spec, dict) else f"{len(spec)} weights"
+            issues.append(ConfigIssue(path, f"a Sequential model has one output, so one "
+                                      f"weight, [w], but {given} given (a weight of one "
+                                      "loss only scales it: leave it out)"))
+            return None
         return spec
     if isinstance(spec, dict):
         bad = [k for k in spec if k not in outputs]
