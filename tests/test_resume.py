@@ -211,6 +211,9 @@ def test_a_completed_run_continues_with_more_epochs(tmp_path: Path, reference: P
     assert resumed["resumes"][0]["config_changes"] == [
         {"key": "train.epochs", "saved": 4, "given": 5}]
     assert resumed["epochs_completed"] == 5 and resumed["config"]["train"]["epochs"] == 5
+    # the copy's manifest says where it is now, and where it was copied from
+    assert resumed["run_dir"] == str(run_dir)
+    assert resumed["resumes"][0]["moved_from"] == str(reference)
     after = history(run_dir)
     assert after[:4] == before and [r["epoch"] for r in after] == ["0", "1", "2", "3", "4"]
     assert history(reference) == before  # the original is untouched

@@ -112,6 +112,9 @@ class ResumePlan:
             "numerics": numerics(),
         })
         fields: dict[str, Any] = {"failure": None} if "failure" in data else {}
+        if data.get("run_dir") != str(self.run_dir):  # a run copied or moved: say where it is
+            resumes[-1]["moved_from"] = data.get("run_dir")
+            fields["run_dir"] = str(self.run_dir)
         if self.changes:
             from kexp.manifest import config_hash
 
