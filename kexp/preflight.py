@@ -62,6 +62,29 @@ def _data_paths(config: Any) -> Iterable[tuple[KeyPath, str]]:
                     yield key_path, value
 
 
+def _writer_hint(missing: Path) -> str:
+    """How to make a missing data file when a script next to it says it writes it.
+
+    Data derived from shipped files (``configs/data/write_digits.py`` writes the PNG folders
+    and TFRecords of the digits) are not in git; the first missing part of the path is
+    looked for in the Python files of the folder that exists.
+    """
+    existing = _existing_ancestor(missing.absolute())
+    if not existing.is_dir():
+        return ""
+    first = missing.absolute().relative_to(existing).parts[0]
+    try:
+        scripts = sorted(existing.glob("*.py"))[:20]
+        writer = next((p for p in scripts if first in p.read_text(encoding="utf-8",
+                                                                  errors="replace")), None)
+    except OSError:
+        return ""
+    if writer is None:
+        return ""
+    shown = os.path.relpath(writer) if writer.is_relative_to(Path.cwd()) else str(writer)
+    return f" (made by {shown}: run python {shown})"
+
+
 def _located(loaded: Any, issue: ConfigIssue) -> ConfigIssue:
     try:
         return issue.located(*loaded.locate(issue.path))
@@ -128,7 +151,8 @@ def check_paths(loaded: Any, root: Path | None, root_from_option: bool = False) 
     for path, value in _data_paths(config):
         if not Path(value).exists():  # a link that loops or points nowhere is said as such
             issues.append(_located(loaded, ConfigIssue(
-                path, link_problem(Path(value)) or f"no such file or folder: {value}")))
+                path, (link_problem(Path(value)) or f"no such file or folder: {value}")
+                + _writer_hint(Path(value)))))
     if root is not None:
         problem = _output_problem(Path(root).absolute())
         if problem is not None:

@@ -380,6 +380,23 @@ def test_preflight_reports_missing_data_and_an_unwritable_root_before_anything(t
     assert "Traceback" not in done.output
 
 
+def test_missing_data_names_the_script_beside_it_that_makes_it(tmp_path: Path) -> None:
+    """The digits PNG folders are derived, not in git: the newcomer got 'no such file or
+    folder' with no word of configs/data/write_digits.py."""
+    (tmp_path / "make_pngs.py").write_text('OUT = "derived_png"  # writes derived_png/train\n')
+    (tmp_path / "other.py").write_text("print('unrelated')\n")
+    config = iris(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["data"]["train"]["path"] = str(tmp_path / "derived_png" / "train")
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = _cli(["train", config])
+    assert done.exit_code == 2, done.output
+    text = "".join(done.output.split())
+    script = tmp_path / "make_pngs.py"
+    assert f"(madeby{script}:runpython{script})".replace(" ", "") in text, done.output
+    assert "other.py" not in text
+
+
 def test_preflight_checks_the_root_given_on_the_command_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
