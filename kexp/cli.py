@@ -283,7 +283,11 @@ def evaluate(
 @app.command()
 def predict(
     target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
-    input: Path = typer.Option(..., "--input", "-i", help="csv or npz file of examples."),
+    input: Path = typer.Option(
+        ..., "--input", "-i",
+        help="Examples: a .csv or .npz file; given a run trained on image_dir, also one image "
+        "(.png, .jpg, .jpeg, .gif, .bmp) or a folder of them; on text_dir, a folder of .txt "
+        "files; on tfrecord, a TFRecord file."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Write predictions here (.csv or .npz; a new file); "
         "default: stdout."
