@@ -3,7 +3,8 @@
     python configs/data/write_digits.py                 # into configs/data/
     python configs/data/write_digits.py --out /tmp/d    # anywhere else
 
-Makes, from the same 1,797 images and labels:
+Makes, from the same 1,797 images and labels (and prints each folder and file it wrote, with
+its number of examples):
 
     digits_png/{train,test}/<digit>/<index>.png     8x8 grayscale PNGs (pixel = value * 15)
     digits_tfrecord/{train,test}.tfrecord.gz        tf.train.Example records, GZIP:
@@ -65,16 +66,25 @@ def write_tfrecord(images: np.ndarray, pngs: list[bytes], labels: np.ndarray, fi
             writer.write(example.SerializeToString())
 
 
-def write_all(out: Path, source: Path = HERE) -> None:
+def write_all(out: Path, source: Path = HERE) -> list[str]:
+    """Write both formats of both splits into ``out``; one line per path written, with counts."""
+    wrote = []
     for part in ("train", "test"):
         with np.load(source / f"digits_{part}.npz") as data:
             images, labels = data["images"], data["labels"]
         pngs = png_bytes(images)
-        write_png_folder(pngs, labels, out / "digits_png" / part)
-        write_tfrecord(images, pngs, labels, out / "digits_tfrecord" / f"{part}.tfrecord.gz")
+        folder = out / "digits_png" / part
+        write_png_folder(pngs, labels, folder)
+        classes = len(np.unique(labels))
+        wrote.append(f"{folder}/: {len(pngs)} PNGs in {classes} class folders")
+        record = out / "digits_tfrecord" / f"{part}.tfrecord.gz"
+        write_tfrecord(images, pngs, labels, record)
+        wrote.append(f"{record}: {len(pngs)} examples")
+    return wrote
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder to write into")
-    write_all(parser.parse_args().out)
+    for line in write_all(parser.parse_args().out):
+        print("wrote", line)
