@@ -134,7 +134,7 @@ def train(
     config: Optional[Path] = typer.Argument(
         None, help="The experiment's YAML config (optional with --resume)."
     ),
-    output_root: Optional[Path] = typer.Option(
+    output_root: Optional[str] = typer.Option(  # str: Path("") would be the working dir
         None, "--output-root", help="Root of run directories (default: output.root)."
     ),
     resume: Optional[Path] = typer.Option(

@@ -397,6 +397,17 @@ def test_missing_data_names_the_script_beside_it_that_makes_it(tmp_path: Path) -
     assert "other.py" not in text
 
 
+def test_an_empty_output_root_is_refused_not_taken_as_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: --output-root "" wrote the run into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    done = _cli(["train", iris(tmp_path / "cfg"), "--output-root", ""])
+    assert done.exit_code == 2 and "--output-root is empty" in done.output, done.output
+    done = _cli(["validate", iris(tmp_path / "cfg"), "--set", 'output.root=" "'])
+    assert done.exit_code == 2 and "output.root: is empty; write '.'" in done.output
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg"]
+
+
 def test_preflight_checks_the_root_given_on_the_command_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -33,7 +33,7 @@ from kexp.data.preprocessing import attach_preprocessing
 from kexp.data.splits import Recorded, Splits, load_splits
 from kexp.display import RichProgress, console as progress_console, metrics_table
 from kexp.environment import collect
-from kexp.errors import ConfigError, ConfigIssue, TrainingFailed
+from kexp.errors import ConfigError, ConfigIssue, TrainingFailed, UserError
 from kexp.hardware import StrategyInfo, setup_hardware
 from kexp.hardware.batch import check_last_batch
 from kexp.hardware.execution import fit_execution
@@ -185,6 +185,9 @@ def train(
 
 def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
            plan: Any) -> Run:
+    if isinstance(output_root, str) and not output_root.strip():
+        raise UserError("--output-root is empty: give a folder for the runs ('.' for the "
+                        "working directory)")
     root = Path(output_root) if output_root is not None else Path(loaded.config.output.root)
     # before the model and the data: data files there, output root writable (kexp.preflight)
     check_paths(loaded, None if plan else root, root_from_option=output_root is not None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from kexp.config.schema.common import Bool, Float, INT32_MAX, Int, KerasSpec, Section
 
@@ -60,11 +60,19 @@ class CheckpointSection(Section):
     save_last: Bool = True
 
 
+def _not_blank(root: str) -> str:
+    if not root.strip():  # a path "" is the working directory: say so rather than use it
+        raise ValueError("is empty; write '.' for the working directory")
+    return root
+
+
 class OutputSection(Section):
     """Where the run directory goes and which model formats are written."""
 
-    root: str = Field(
-        "experiments", description="Root of run directories, relative to the working directory."
+    root: Annotated[str, AfterValidator(_not_blank)] = Field(
+        "experiments",
+        description="Root of run directories, relative to the working directory ('.' for "
+        "the working directory itself).",
     )
     formats: list[Literal["keras", "h5"]] = Field(
         default_factory=lambda: ["keras", "h5"], min_length=1
