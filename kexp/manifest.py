@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp import __version__
+from kexp.errors import UserError
 from kexp.training.artifacts import write_json
 
 FILENAME = "manifest.json"
@@ -64,6 +65,12 @@ def git_state(path: Path | None) -> dict[str, Any] | None:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain")
     return {"repository": top, "commit": commit, "dirty": bool(status)}
+
+
+#: Fields of a manifest that other commands walk, and the JSON type each must have.
+_FIELD_TYPES: dict[str, type] = {"data": dict, "data_files": dict, "plugins": list,
+                                 "resumes": list, "config": dict, "strategy": dict,
+                                 "final_metrics": dict}
 
 
 class Manifest:
@@ -124,8 +131,21 @@ class Manifest:
 
     @classmethod
     def load(cls, run_dir: Path) -> "Manifest":
+        """The run's manifest; a ``UserError`` naming the file when it is not one kexp
+        wrote (damaged, cut short, edited into another shape), rather than a traceback
+        from whichever command read it first."""
         path = Path(run_dir) / FILENAME
-        return cls(path, json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the run's manifest {path}: {exc}") from None
+        wrong = ([] if isinstance(data, dict) else ["the whole file (not a JSON object)"]) or [
+            f"'{key}' (not {kind.__name__})" for key, kind in _FIELD_TYPES.items()
+            if data.get(key) is not None and not isinstance(data[key], kind)]
+        if wrong:
+            raise UserError(f"{path} is damaged: {', '.join(wrong)}; it is not the manifest "
+                            "kexp wrote, so the run cannot be read from it")
+        return cls(path, data)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)

@@ -341,6 +341,22 @@ def test_an_output_suffix_that_names_no_format_is_refused(tmp_path: Path) -> Non
     assert not (tmp_path / "out.txt").exists()
 
 
+@pytest.mark.parametrize("manifest, says", [
+    ("{bad", "cannot read the run's manifest"),
+    ("[1]", "the whole file (not a JSON object)"),
+    ('{"data_files": ["x"]}', "'data_files' (not dict)"),
+])
+def test_a_damaged_manifest_is_a_clear_refusal(runs: dict[str, Path], tmp_path: Path,
+                                               manifest: str, says: str) -> None:
+    """Was: JSONDecodeError / AttributeError tracebacks from evaluate, predict, reproduce."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["iris"], run)
+    (run / "manifest.json").write_text(manifest)
+    for args in (["evaluate", run], ["predict", run, "--input", DATA / "iris_test.csv"],
+                 ["reproduce", run], ["evaluate", run / "model.keras"]):
+        assert_user_error(cli(args), says, "manifest.json")
+
+
 def test_schema_output_is_written_atomically_and_regenerated(tmp_path: Path) -> None:
     target = tmp_path / "deep" / "kexp.schema.json"  # the folder is made
     assert cli(["schema", "-o", target]).returncode == 0
