@@ -184,3 +184,14 @@ def test_a_name_too_long_for_a_folder_is_refused_at_name() -> None:
     (issue,) = caught.value.issues
     assert issue.path == ("name",) and "at most 100 characters" in issue.message
     assert issue.line == 2
+
+
+def test_a_negative_input_dimension_is_refused_at_its_index() -> None:
+    """Was: 'Negative dimensions are not allowed' traceback from building the Sequential."""
+    text = (CONFIGS / "iris_mlp.yaml").read_text().replace("input: {shape: [4]}",
+                                                           "input: {shape: [-1]}")
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, CONFIGS)
+    (issue,) = caught.value.issues
+    assert issue.path == ("model", "sequential", "input", "shape", 0)
+    assert "greater than 0" in issue.message

@@ -87,7 +87,7 @@ NODE_KINDS = ("layer", "block", "model", "application")
 class GraphInput(Section):
     """One input of the model: the shape of an example (no batch axis) and its dtype."""
 
-    shape: list[Optional[Int]] = Field(
+    shape: list[Optional[Annotated[Int, Field(gt=0)]]] = Field(
         description="Shape without the batch axis; null for a variable-length axis."
     )
     dtype: str = Field("float32", description="Input dtype, e.g. float32, int32, string.")

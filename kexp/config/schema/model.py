@@ -17,7 +17,7 @@ or a graph of named tensors, ``model: {functional: ...}`` (see
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -28,7 +28,7 @@ from kexp.config.schema.functional import Block, FunctionalModel, GraphNode
 class InputSpec(Section):
     """A model input: shape without the batch dimension, and dtype."""
 
-    shape: list[Optional[Int]] = Field(
+    shape: list[Optional[Annotated[Int, Field(gt=0)]]] = Field(
         description="Shape without the batch axis; null for a variable-length axis."
     )
     dtype: str = Field("float32", description="Input dtype, e.g. float32, int32, string.")
