@@ -353,7 +353,16 @@ def test_tfrecord_errors(tmp_path: Path) -> None:
                                                      "label": {"dtype": "int64"}}))
     assert "data.train.features.features.dtype" in message and "float32" in message
     assert "data.train.files: no file matches" in error_of(tfrecord_spec(str(tmp_path / "*.gz")))
-    assert "data.train.files" in error_of(tfrecord_spec(file, compression="gzip"))
+    message = error_of(tfrecord_spec(file, compression="gzip"))
+    assert "data.train.files" in message and "is it written with compression: gzip?" in message
+    assert "function_node" not in message and "[Op:" not in message
+    # was: a ValueError traceback from tf.ensure_shape inside the pipeline
+    for channels, shape in ((3, [2, 2, 1]), (0, [2, 2, 3])):
+        png = {"dtype": "string", "decode": "image", "shape": shape, "channels": channels}
+        message = error_of({"source": "tfrecord", "files": file, "x": "png",
+                            "features": {"png": png}})
+        assert "data.train.features.png.shape: the first 'png' decodes" in message
+        assert f"to an image of shape [2, 2, {3 if channels else 1}], not {shape}" in message
     with pytest.raises(Exception, match="features does not declare"):
         DataSection.model_validate({"train": tfrecord_spec(file, y="lbl")})
 

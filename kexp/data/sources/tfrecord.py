@@ -23,6 +23,7 @@ when the glob now matches others.
 from __future__ import annotations
 
 import glob
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,35 @@ def _parse_spec(feature: TfrecordFeature) -> Any:
     return tf.io.FixedLenFeature(shape, dtype, default_value=default)
 
 
+def _check_image(value: bytes, name: str, feature: Any, at: KeyPath) -> None:
+    """The first image of an image feature decodes to its declared ``shape`` (with
+    ``channels``): else ``tf.ensure_shape`` fails inside the pipeline, a traceback."""
+    try:
+        decoded = tf.io.decode_image(value, channels=feature.channels, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise ConfigError.single(at + ("features", name), f"the first '{name}' cannot be "
+                                 f"decoded as an image: {str(exc).splitlines()[0]}") from None
+    got = tuple(decoded.shape)
+    want = tuple(feature.shape)
+    if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+        how = f"with channels: {feature.channels}" if feature.channels else "as stored"
+        raise ConfigError.single(
+            at + ("features", name, "shape"),
+            f"the first '{name}' decodes ({how}) to an image of shape {list(got)}, not "
+            f"{list(want)}; make shape and channels agree with the stored images")
+
+
 def _check_first(raw: Any, spec: TfrecordSource, at: KeyPath, files: list[str]) -> None:
     """The first record must be an Example with every declared feature, of its kind."""
     try:
         first = next(iter(raw.take(1)), None)
     except tf.errors.OpError as exc:
-        raise ConfigError.single(at + ("files",), f"cannot read {files[0]}: {exc.message}") from None
+        why = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]( name:\s*)?", "",
+                     exc.message).splitlines()[0]
+        raise ConfigError.single(
+            at + ("files",), f"cannot read {files[0]}: {why} (is it written with compression: "
+            f"{spec.compression}? data.train.compression says so)".replace(
+                "data.train", ".".join(map(str, at)))) from None
     if first is None:
         raise ConfigError.single(at + ("files",), "the files hold no records")
     try:
@@ -118,6 +142,8 @@ def _check_first(raw: Any, spec: TfrecordSource, at: KeyPath, files: list[str]) 
                 at + ("features", name, "dtype"),
                 f"feature '{name}' is stored as {have}, not {feature.dtype}",
             )
+        if feature.decode == "image" and feature.shape:
+            _check_image(present[name].bytes_list.value[0], name, feature, at)
 
 
 def load_tfrecord(spec: TfrecordSource, path: KeyPath, context: Any = None) -> Stream:
