@@ -380,6 +380,21 @@ def test_a_corrupt_model_file_is_not_reported_as_missing(tmp_path: Path, name: s
     assert "not found" not in done.stderr.lower()
 
 
+def test_a_keras_archive_whose_config_is_not_a_model(runs: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """Was: an AttributeError traceback reading the archive's dtype policy."""
+    import zipfile
+
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(runs["iris"] / "model.keras") as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, b"[1, 2]" if item.filename == "config.json" else src.read(item))
+    done = cli(["predict", bad, "--input", DATA / "iris_test.csv",
+                *[a for c in ("sepal_length", "sepal_width", "petal_length", "petal_width")
+                  for a in ("--feature", c)]])
+    assert_user_error(done, f"cannot load the model {bad}")
+
+
 def test_a_config_that_is_a_symlink_loop(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
     (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")

@@ -95,7 +95,10 @@ def saved_policy(path: str | Path) -> str | None:
             config = json.loads(archive.read("config.json"))
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         return None
-    dtype = (config.get("config") or {}).get("dtype")
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict):  # not a model Keras saved: its loader says what is wrong
+        return None
+    dtype = inner.get("dtype")
     if isinstance(dtype, dict):
         return (dtype.get("config") or {}).get("name")
     return dtype if isinstance(dtype, str) else None
