@@ -348,6 +348,11 @@ def test_callback_paths_that_cannot_be_written_are_refused(tmp_path: Path) -> No
     issue = _one(tmp_path, config)
     assert issue.path == ("callbacks", 0, "BackupAndRestore", "backup_dir")
     assert "holds the training state of another run (state.json)" in issue.message
+    # was: accepted, the CSV rows replaced by kexp's state and the run's history lost
+    config["callbacks"] = [{"CSVLogger": {"filename": "backup/state.json"}}]
+    issue = _one(tmp_path, config)
+    assert issue.path == ("callbacks", 0, "CSVLogger", "filename")
+    assert issue.message.startswith("backup/state.json is inside kexp's folder backup/")
 
 
 def test_a_callback_file_outside_the_run_that_exists_is_not_overwritten(tmp_path: Path) -> None:

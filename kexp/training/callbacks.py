@@ -58,6 +58,10 @@ _WRITES = {
 }
 
 
+#: Folders of a run directory whose every file kexp manages, and why nothing else goes there.
+_WHOLLY_KEXPS = {"backup": "the training state a resume continues from",
+                 "cache": "the data cache, removed on every resume"}
+
 #: Metrics whose best value is the largest (as Keras' own ``mode="auto"`` decides).
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
 
@@ -328,6 +332,8 @@ def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool 
         kexp_files["history.csv"] = "history"
     if config.output.tensorboard and "TensorBoard" not in declared:
         kexp_folders.append("logs")
+    if "BackupAndRestore" not in declared:
+        kexp_folders.append("backup")
     for index, spec in enumerate(config.callbacks):
         name, kwargs = spec_parts(spec)
         if name not in _PATH_ARGS:
@@ -370,6 +376,11 @@ def _path_problem(name: str, given: str, run_dir: Path, kexp_files: dict[str, st
             folder = "the run directory itself" if inside == "." else \
                 f"kexp's folder {inside}/ in the run directory"
             return f"{given} is {folder}, but {name} writes {what} to a file there"
+        owner = inside.split("/", 1)[0]
+        if "/" in inside and owner in _WHOLLY_KEXPS and owner in kexp_folders:
+            return (f"{given} is inside kexp's folder {owner}/ in the run directory, whose "
+                    f"files kexp replaces and deletes ({_WHOLLY_KEXPS[owner]}); choose a "
+                    "path outside it")
         return None
     if is_file:
         if target.is_dir():
