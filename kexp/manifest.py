@@ -115,6 +115,9 @@ class Manifest:
             "command": list(sys.argv),
             "config_file": str(config_file) if config_file else None,
             "config_hash": config_hash(config),
+            # the resolved config as the run recorded it: a resume compares config.yaml with
+            # it, so an edit by hand is refused or recorded, never silently trained with
+            "config": config,
             "seed": seed,
             "started_at": now(),
             "ended_at": None,

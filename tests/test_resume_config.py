@@ -90,6 +90,61 @@ def test_safe_differences_are_applied_and_a_missing_seed_is_the_runs(tmp_path: P
     assert not RunLock.is_held(run_dir)
 
 
+def _recorded(tmp_path: Path, with_config: bool = True) -> Path:
+    """A run whose manifest records its config (and its hash), as `kexp train` writes it."""
+    from kexp.manifest import config_hash
+
+    run_dir = _run_dir(tmp_path)
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    record = {"status": "interrupted", "config_hash": config_hash(resolved)}
+    if with_config:
+        record["config"] = resolved
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def _edit_config_yaml(run_dir: Path, old: str, new: str) -> Path:
+    path = run_dir / "config.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_an_unsafe_edit_of_the_runs_config_yaml_is_refused(tmp_path: Path) -> None:
+    """Was: a dropout rate edited in config.yaml trained silently on resume, with no
+    config_changes recorded and the manifest's config_hash describing the old config."""
+    run_dir = _recorded(tmp_path)
+    path = _edit_config_yaml(run_dir, "rate: 0.2", "rate: 0.9")
+    done = _cli(["resume", run_dir])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert (f"{path}:{_line_of(path, 'rate: 0.9')}: model.sequential.layers[1].Dropout.rate: "
+            "edited in config.yaml after the run wrote it (the run trained with 0.2, the file "
+            "now says 0.9)") in text
+    assert "undo the edit" in text and "Traceback" not in text
+    # a manifest from before the config was recorded: its hash still tells
+    run_dir = _recorded(tmp_path / "old", with_config=False)
+    _edit_config_yaml(run_dir, "rate: 0.2", "rate: 0.9")
+    done = _cli(["resume", run_dir])
+    assert done.exit_code == 2 and "no longer matches the manifest's config_hash" in done.output
+
+
+def test_a_safe_edit_of_config_yaml_is_applied_and_recorded_as_a_change(tmp_path: Path) -> None:
+    from kexp.config import load_config
+    from kexp.training.resume import plan_resume
+
+    run_dir = _recorded(tmp_path)
+    _edit_config_yaml(run_dir, "epochs: 4", "epochs: 6")
+    with plan_resume(run_dir) as plan:
+        assert [(c.key, c.saved, c.given) for c in plan.changes] == [("train.epochs", 4, 6)]
+        assert plan.loaded.config.train.epochs == 6
+    # given on top with --set, the change is from the recorded value to the final one
+    saved = load_config(run_dir / "config.yaml", ["train.epochs=8"])
+    with plan_resume(run_dir, saved) as plan:
+        assert [(c.key, c.saved, c.given) for c in plan.changes] == [("train.epochs", 4, 8)]
+
+
 @pytest.mark.parametrize("change, saved, given", [
     ("+callbacks[]={EarlyStopping: {patience: 0}}",
      ["EarlyStopping", "ReduceLROnPlateau"],

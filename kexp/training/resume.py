@@ -38,7 +38,7 @@ from kexp.config.schema import ExperimentConfig, spec_parts
 from kexp.config.yaml_io import dump
 from kexp.data.splits import read_indices
 from kexp.errors import ConfigError, ConfigIssue, UserError
-from kexp.manifest import FILENAME as MANIFEST, Manifest, now
+from kexp.manifest import FILENAME as MANIFEST, Manifest, config_hash, now
 from kexp.training.artifacts import remove_stale_temporaries, write_text
 from kexp.training.lock import RunLock
 from kexp.training.state import Position, Snapshot, load_snapshot
@@ -90,9 +90,11 @@ class ResumePlan:
         """Record the resume and say where it starts; call it inside the training session,
         which has been handed :attr:`manifest` (:meth:`kexp.training.session.Session.track`).
 
-        The manifest is written first (status ``running``, the resume and its config
-        changes), then ``config.yaml``: a kill between the two leaves the old
-        ``config.yaml``, which a later resume reads. Last, what a killed process left.
+        ``config.yaml`` is written first (with the config changes), then the manifest
+        (status ``running``, the resume, the config it now records): a kill between the two
+        leaves a ``config.yaml`` that differs from the manifest's record in safe keys only,
+        which a later resume applies and records again (:func:`_edits_by_hand`). Last, what
+        a killed process left.
         """
         from kexp.environment import numerics
 
@@ -120,10 +122,10 @@ class ResumePlan:
 
             resolved = config.model_dump(mode="json")
             fields.update(config=resolved, config_hash=config_hash(resolved))
+        if self.changes:  # first: a kill before the manifest leaves safe edits it records
+            write_text(self.run_dir / "config.yaml", dump(config.model_dump(mode="json")))
         self.manifest.update(status="running", ended_at=None, error=None, resumes=resumes,
                              interrupted_at=None, resume_command=None, **fields)
-        if self.changes:
-            write_text(self.run_dir / "config.yaml", dump(config.model_dump(mode="json")))
         self._clean(config)
         if self.loaded.overrides:  # appended to the run's record, marked with this resume
             record = self.run_dir / "overrides.yaml"
@@ -179,8 +181,11 @@ def plan_resume(run_dir: str | Path, config: Any = None) -> ResumePlan:
     check_run_dir(run_dir)
     saved_file = run_dir / "config.yaml"
     saved = load_config(saved_file)
-    refuse_multi_worker(run_dir, saved.config, _read_manifest(run_dir), "resumed")
+    recorded = _read_manifest(run_dir)
+    edits = _edits_by_hand(saved, recorded)  # config.yaml against the manifest's record
+    refuse_multi_worker(run_dir, saved.config, recorded, "resumed")
     loaded, changes = _choose_config(saved, _given(config))  # only unsafe changes refused
+    changes = _merged(edits, changes)
     # before the state is read and before anything is written: a run being trained by
     # another process stays untouched (the lock is released by the caller, or right here)
     lock = RunLock.acquire(run_dir)
@@ -294,6 +299,54 @@ def _issue(loaded: LoadedConfig, path: tuple, message: str) -> ConfigIssue:
         return issue.located(*loaded.locate(issue.path))
     except Exception:
         return issue
+
+
+def _edits_by_hand(saved: LoadedConfig, manifest: dict[str, Any]) -> list[Change]:
+    """How the run's ``config.yaml`` differs from the config its manifest recorded.
+
+    ``config.yaml`` is what a resume reads, and nothing stops an editor: a dropout rate
+    changed there would silently train another experiment under the run's name, and a
+    ``kexp reproduce`` would run something else again. Differences in keys safe to change
+    are returned, to be applied and recorded like ``--set`` changes (one is also what a kill
+    between writing ``config.yaml`` and the manifest on a resume leaves); any other is
+    refused. A manifest from before kexp recorded the config has only its hash to compare.
+    """
+    current = saved.to_dict()
+    record = manifest.get("config")
+    if not isinstance(record, dict):
+        digest = manifest.get("config_hash")
+        if digest and config_hash(current) != digest:
+            raise UserError(
+                f"{saved.file} was edited after the run wrote it (it no longer matches the "
+                "manifest's config_hash), and this run's manifest does not record its config "
+                "to tell what changed; restore the file, and give the keys safe to change "
+                "with --set")
+        return []
+    edits = diff(record, current)
+    unsafe = [c for c in edits if not c.safe]
+    if unsafe:
+        raise ConfigError(
+            [_issue(saved, c.path, f"edited in config.yaml after the run wrote it (the run "
+                    f"trained with {c.saved!r}, the file now says {c.given!r})")
+             for c in unsafe],
+            hint="a resume continues the experiment the run recorded (manifest.json, "
+            "'config'): undo the edit; only " + describe_safe() + " may change, best with "
+            "--set; to change anything else, start a new run",
+        )
+    return edits
+
+
+def _merged(edits: list[Change], changes: list[Change]) -> list[Change]:
+    """The edits made in config.yaml, then the given config's changes on top of them, each
+    key once, from the recorded value to the one trained with."""
+    given = {c.path: c for c in changes}
+    out = []
+    for edit in edits:
+        later = given.pop(edit.path, None)
+        final = later.given if later is not None else edit.given
+        if final != edit.saved:
+            out.append(Change(edit.path, edit.saved, final))
+    return out + [c for c in changes if c.path in given]
 
 
 def _refusal(change: Change) -> str:
