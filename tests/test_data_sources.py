@@ -447,6 +447,12 @@ def dataset(n=5):
     x = np.arange(n * 2, dtype="float32").reshape(n, 2)
     return tf.data.Dataset.from_tensor_slices((x, np.arange(n) % 2)).filter(lambda a, b: True)
 
+def endless():
+    return tf.data.Dataset.range(10).repeat().filter(lambda i: i >= 0)
+
+def repeated():
+    return tf.data.Dataset.range(10).repeat()
+
 def broken():
     raise RuntimeError("no data today")
 
@@ -475,6 +481,23 @@ def test_python_source_errors(tmp_path: Path) -> None:
     assert "broken() raised RuntimeError: no data today" in error_of(
         {"source": "python", "function": f"{module}:broken"})
     assert "returned str" in error_of({"source": "python", "function": f"{module}:wrong"})
+    assert "endless" not in error_of({"source": "python", "function": f"{module}:repeated"})
+    assert "returned a dataset that is infinite (does it .repeat()?)" in error_of(
+        {"source": "python", "function": f"{module}:repeated"})
+
+
+def test_an_endless_dataset_of_unknown_length_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: counted inside TensorFlow forever, deaf to Ctrl-C (.repeat().filter(...) has no
+    known cardinality). Counted from Python in chunks now, up to a limit (made small here)."""
+    import kexp.data.stream as stream
+
+    module = tmp_path / "make_data.py"
+    module.write_text(MODULE)
+    monkeypatch.setattr(stream, "COUNT_LIMIT", 200_000)
+    message = error_of({"source": "python", "function": f"{module}:endless"})
+    assert "endless() returned a dataset that has more than 200,000 examples and counting: " \
+           "it looks endless" in message
     assert "cannot import module 'no_such_module_here'" in error_of(
         {"source": "python", "function": "no_such_module_here:load"})
 

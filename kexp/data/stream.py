@@ -256,11 +256,29 @@ def op_error(text: str) -> str:
     return re.sub(r"\s*\[Op:[^\]]*\].*$", "", first).strip()
 
 
-def count(dataset: Any) -> int:
-    """Number of elements of a finite dataset: its cardinality, or one pass to count."""
+#: Elements counted per step of :func:`count`, and the most it counts before it calls the
+#: dataset endless (a ``.repeat().filter(...)`` has no known cardinality and never ends).
+COUNT_CHUNK = 1 << 16
+COUNT_LIMIT = 100_000_000
+
+
+def count(dataset: Any, limit: int | None = None) -> int:
+    """Number of elements of a finite dataset: its cardinality, or one pass to count.
+
+    The pass goes back to Python every :data:`COUNT_CHUNK` elements, so Ctrl-C stops it (a
+    ``reduce`` inside TensorFlow cannot be interrupted), and gives up past ``limit``.
+    """
+    limit = COUNT_LIMIT if limit is None else limit
     known = int(dataset.cardinality())
     if known >= 0:
         return known
     if known == int(tf.data.INFINITE_CARDINALITY):
-        raise ValueError("the dataset is infinite (does it .repeat()?)")
-    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+        raise ValueError("is infinite (does it .repeat()?)")
+    ones = dataset.map(lambda *_: tf.constant(1, tf.int8)).batch(COUNT_CHUNK)
+    total = 0
+    for chunk in ones:
+        total += int(chunk.shape[0])
+        if total > limit:
+            raise ValueError(f"has more than {limit:,} examples and counting: it looks endless "
+                             "(does it .repeat()?); return a finite dataset")
+    return total
