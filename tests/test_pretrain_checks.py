@@ -486,3 +486,11 @@ def test_a_batch_larger_than_the_split_with_drop_remainder_is_refused(tmp_path: 
     done, path = _train_cli(tmp_path, config)
     assert_user_error(done, f"c.yaml:{_line(path, 'batch_size')}: data.batch_size: a batch of "
                       "512 is more than the 96 training examples")
+
+
+def test_class_weights_that_are_all_zero_are_refused(tmp_path: Path) -> None:
+    """Was: a run with loss 0.0 every epoch that trained nothing, exit 0."""
+    config = _iris(tmp_path, train={"epochs": 1, "class_weight": {0: 0, 1: 0, 2: 0.0}})
+    issue = _one(tmp_path, config)
+    assert issue.path == ("train", "class_weight")
+    assert "every class of this model (3) weighs 0" in issue.message

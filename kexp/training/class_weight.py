@@ -67,7 +67,14 @@ def class_weights(model: Any, config: ExperimentConfig) -> dict[int, float] | No
             f"its output has {classes} classes, 0..{classes - 1} (the weight would never be "
             "used)",
         )
-    return complete(weights, classes)
+    table = complete(weights, classes)
+    if not any(table.values()):
+        raise ConfigError.single(
+            _KEY,
+            f"every class of this model ({classes}) weighs 0: every example's loss would be 0 "
+            "and nothing would be trained; give some class a positive weight",
+        )
+    return table
 
 
 def check_labels(arrays: Any, first_labels: Any, model: Any, config: ExperimentConfig) -> None:
