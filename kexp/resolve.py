@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -195,6 +196,14 @@ def not_switches(cls: type) -> dict[str, Any]:
     return found
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_kwargs(cls: type, kwargs: dict[str, Any], path: KeyPath, what: str) -> None:
     """Raise ConfigError listing every keyword argument ``cls`` does not take, and every
     true/false given where no switch goes (:func:`not_switches`)."""
@@ -210,6 +219,17 @@ def check_kwargs(cls: type, kwargs: dict[str, Any], path: KeyPath, what: str) ->
     ]
     numbers = not_switches(cls)
     for key, value in kwargs.items():
+        if isinstance(value, float) and math.isnan(value):
+            issues.append(ConfigIssue(
+                path + (key,), f"{what}'s '{key}' is NaN (.nan), which no argument takes",
+                value=value, has_value=True))
+        elif (isinstance(value, str) and _is_number(value) and key in numbers
+                and isinstance(numbers[key], (int, float))
+                and not isinstance(numbers[key], bool)):
+            issues.append(ConfigIssue(
+                path + (key,), f"{what}'s '{key}' is a number (default {numbers[key]!r}), but "
+                f"'{value}' is quoted, so it is text: write it without quotes",
+                value=value, has_value=True))
         if isinstance(value, bool) and key in numbers:
             default = numbers[key]
             kind = (f"a number (default {default!r})" if default is not inspect.Parameter.empty

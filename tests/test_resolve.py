@@ -133,3 +133,19 @@ def test_callback_bad_kwarg() -> None:
     with pytest.raises(ConfigError) as caught:
         make_callback({"EarlyStopping": {"patiance": 3}}, ("callbacks", 0))
     assert caught.value.issues[0].suggestion == "patience"
+
+
+@pytest.mark.parametrize("value, says", [
+    (float("nan"), "Adam's 'learning_rate' is NaN (.nan), which no argument takes"),
+    ("0.01", "Adam's 'learning_rate' is a number (default 0.001), but '0.01' is quoted"),
+])
+def test_a_nan_or_quoted_number_argument_is_refused_at_its_key(value: object, says: str) -> None:
+    """Was: .nan passed validate and failed the run with 'lower the learning rate' advice;
+    a quoted number got Keras' 'Received instead: learning_rate=0.01'."""
+    with pytest.raises(ConfigError) as caught:
+        make_optimizer({"Adam": {"learning_rate": value}}, ("compile", "optimizer"))
+    (issue,) = caught.value.issues
+    assert issue.path == ("compile", "optimizer", "Adam", "learning_rate")
+    assert says in issue.message
+    layer = make_layer({"Dense": {"units": 2, "name": "7"}}, ("layers", 0))  # text where text goes
+    assert layer.name == "7"
