@@ -147,8 +147,21 @@ def source_for_file(
     label: Keys | None = None,
     features: list[str] | None = None,
 ) -> Any:
-    """A source spec for ``file``: keys/columns from options, else from the run's train source."""
+    """A source spec for ``file``: keys/columns from options, else from the run's train source.
+
+    An option that does not apply to the file's kind is refused, not ignored: ``--x`` and
+    ``--y`` name npz keys, ``--feature`` and ``--label`` csv columns.
+    """
     path = Path(file)
+    kind = path.suffix.lower()
+    for given, option, applies, instead in ((x, "--x", ".npz", "--feature COLUMN"),
+                                            (y, "--y", ".npz", "--label COLUMN"),
+                                            (features, "--feature", ".csv", "--x KEY"),
+                                            (label, "--label", ".csv", "--y KEY")):
+        if given and kind != applies:
+            use = f"; for a {kind} file use {instead}" if kind in (".npz", ".csv") else ""
+            what = "keys of an npz file" if applies == ".npz" else "columns of a csv file"
+            raise UserError(f"{option} names {what}, and {path.name} is not one{use}")
     train = config.data.train if config is not None else None
     if path.is_dir():
         if isinstance(train, (ImageDirSource, TextDirSource)):
@@ -354,12 +367,20 @@ def _check_classes(name: str, model: Any, arrays: Any, y: Any, y_pred: Any,
             if found is None:
                 continue
             low, high = found
+        which = f"of output '{output}' " if output is not None else ""
         if low < 0 or high >= classes:
-            which = f"of output '{output}' " if output is not None else ""
             raise UserError(
                 f"{name}: labels {which}range from {low:g} to {high:g}, but the model has "
                 f"{classes} classes: sparse categorical labels must be in [0, {classes})"
                 + (f" ({option} names the labels)" if option else ""))
+        fraction = arrays.fractional_label(output)  # as training refuses it (probe)
+        if fraction is not None:
+            example, value = fraction
+            raise UserError(
+                f"{name}: label {which}{value:g} of example {example + 1} (counting from 1) "
+                "is not a whole number, "
+                "but sparse categorical labels are class ids (Keras would take it as class "
+                f"{int(value)} without a word)")
 
 
 def _losses(model: Any, outputs: list[str] | None) -> dict[str | None, Any]:

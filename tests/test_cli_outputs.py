@@ -380,6 +380,29 @@ def test_a_corrupt_model_file_is_not_reported_as_missing(tmp_path: Path, name: s
     assert "not found" not in done.stderr.lower()
 
 
+def test_evaluate_refuses_what_training_refuses_and_options_of_another_file_kind(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    """Was: a label 1.5 evaluated as class 1 (train refuses it), and --x/--y on a csv (or
+    --feature on an npz) silently ignored."""
+    rows = (DATA / "iris_test.csv").read_text().splitlines()
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",1.5"
+    odd = tmp_path / "odd.csv"
+    odd.write_text("\n".join(rows) + "\n")
+    assert_user_error(cli(["evaluate", runs["iris"], "--data", odd]),
+                      "odd.csv: label 1.5 of example 5 (counting from 1) is not a whole number")
+    csv_file, npz_file = DATA / "iris_test.csv", DATA / "digits_test.npz"
+    for args, said in (
+            (["predict", runs["iris"], "--input", csv_file, "--x", "foo"],
+             "--x names keys of an npz file, and iris_test.csv is not one; for a .csv file "
+             "use --feature COLUMN"),
+            (["evaluate", runs["iris"], "--data", csv_file, "--y", "foo"],
+             "--y names keys of an npz file"),
+            (["predict", runs["iris"], "--input", npz_file, "--feature", "a"],
+             "--feature names columns of a csv file, and digits_test.npz is not one; for a "
+             ".npz file use --x KEY")):
+        assert_user_error(cli(args), said)
+
+
 def test_a_keras_archive_whose_config_is_not_a_model(runs: dict[str, Path],
                                                      tmp_path: Path) -> None:
     """Was: an AttributeError traceback reading the archive's dtype policy."""

@@ -109,6 +109,6 @@ def check_labels(arrays: Any, first_labels: Any, model: Any, config: ExperimentC
         raise ConfigError.single(
             _KEY,
             f"class weights need labels that are class ids, but label {value:g} of training "
-            f"example {example} is not a whole number (Keras would weigh it as class "
-            f"{int(value)} without a word)",
+            f"example {example + 1} (counting from 1) is not a whole number (Keras would "
+            f"weigh it as class {int(value)} without a word)",
         )

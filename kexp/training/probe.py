@@ -265,7 +265,8 @@ def _sparse_problem(arrays: Any, output: str | None, classes: int
 
 def _fraction(fraction: tuple[int, float], of: str) -> str:
     example, value = fraction
-    return (f"label {value:g} of example {example}{of} is not a whole number, but sparse "
+    return (f"label {value:g} of example {example + 1}{of} (counting from 1, in the split's "
+            "order) is not a whole number, but sparse "
             f"categorical labels are class ids (Keras would take it as class {int(value)} "
             "without a word)")
 
