@@ -222,6 +222,22 @@ def test_a_completed_run_continues_with_more_epochs(tmp_path: Path, reference: P
     assert again.exit_code == 2 and "already completed all 5 epochs" in again.output
 
 
+def test_a_resume_that_drops_a_format_sets_the_old_model_aside(tmp_path: Path,
+                                                              reference: Path) -> None:
+    """Was: model.h5 of epoch 4 left beside model.keras of epoch 5, unmarked (and a run
+    writing only h5 would have left a stale model.keras, which evaluate reads first)."""
+    run_dir = tmp_path / "copied-run"
+    shutil.copytree(reference, run_dir)
+    before = (run_dir / "model.keras").read_bytes()
+    done = _cli(["resume", str(run_dir), "--set", "train.epochs=5",
+                 "--set", "output.formats=[h5]"])
+    assert done.exit_code == 0, done.output
+    assert "model.keras is from before this resume" in done.output
+    assert not (run_dir / "model.keras").exists() and (run_dir / "model.h5").is_file()
+    assert (run_dir / "model.keras.stale").read_bytes() == before  # kept, not lost
+    assert "model.keras.stale" in manifest(run_dir)["stale_models"]
+
+
 def test_steps_per_epoch_is_a_stream_of_epochs(tmp_path: Path) -> None:
     """Unit check of the fit plan: a mid-epoch start gets its own one-epoch fit; stages never
     share a fit; nothing left still restores (an empty fit)."""

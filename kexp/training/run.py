@@ -16,6 +16,7 @@ The order matters and is the point of this module:
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,27 @@ def _datasets(splits: Splits, config: ExperimentConfig, run_dir: Path,
                 passes_from=passes_from if name == "train" else None,
             )
     return out
+
+
+def _set_aside_stale_models(run_dir: Path, formats: list[str], say: Console) -> dict[str, str]:
+    """Rename a final model of a format this run no longer writes (a resume that dropped
+    ``h5`` from ``output.formats``) to ``model.<fmt>.stale``, and say so.
+
+    Left under its name, it would sit beside the new model with older weights, and
+    ``kexp evaluate RUN`` (which takes ``model.keras``, else ``model.h5``) could read it.
+    Renamed, not deleted: it is still the user's.
+    """
+    stale = {}
+    for fmt in ("keras", "h5"):
+        old = run_dir / f"model.{fmt}"
+        if fmt not in formats and old.is_file():
+            target = old.with_name(f"{old.name}.stale")
+            os.replace(old, target)
+            stale[target.name] = (f"{old.name} from before this resume, whose output.formats "
+                                  "no longer writes it: not the final weights")
+            say.print(f"[yellow]note:[/yellow] {old.name} is from before this resume, which "
+                      f"writes only {', '.join(formats)}: renamed {target.name}", highlight=False)
+    return stale
 
 
 def _validation(dataset: Any, validation_steps: int | None) -> Any:
@@ -297,6 +319,7 @@ def _fit_and_save(
 
     # a format that cannot be written costs that file only: the rest is saved and recorded
     missing = save_final_models(model, run_dir, config.output.formats)
+    stale = _set_aside_stale_models(run_dir, config.output.formats, say)
 
     rows: dict[str, dict[str, float]] = {}
     if logs:
@@ -328,6 +351,7 @@ def _fit_and_save(
         test_metrics=test_metrics,
         best_checkpoint=best,
         weights_sha256=weights_sha256(model),  # what `kexp reproduce` compares
+        **({"stale_models": stale} if stale else {}),
     )
     for name, why in missing.items():
         say.print(f"[red]error:[/red] {name} could not be written: {escape(why)}",
