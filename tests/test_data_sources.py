@@ -261,6 +261,36 @@ def test_image_dir_errors(tmp_path: Path) -> None:
     assert "data.train.path: folder not found" in error_of({**spec, "path": str(tmp_path / "no")})
 
 
+def test_an_empty_class_folder_and_a_grayscale_bmp_are_said_as_what_they_are(
+        tmp_path: Path) -> None:
+    """Was: an empty class folder reported as 'labels range from 0 to 2'; grayscale BMPs as
+    'unreadable image ... replace or remove it'."""
+    write_images(tmp_path / "imgs", per_class=1)
+    (tmp_path / "imgs" / "emu").mkdir()
+    spec = {"source": "image_dir", "path": str(tmp_path / "imgs"), "image_size": [4, 4]}
+    message = error_of(spec)
+    assert "data.train.path:" in message and "class folder(s) 'emu' holding no" in message
+    (tmp_path / "imgs" / "emu").rmdir()
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    (tmp_path / "imgs" / "cat" / "b.bmp").write_bytes(_bmp(pixels))
+    message = error_of({**spec, "color_mode": "grayscale"})
+    assert "data.train.color_mode:" in message and "b.bmp" in message
+    assert "use color_mode: rgb, or convert the images to PNG" in message
+    assert len(read({**spec, "color_mode": "rgb"})) == 3  # in color the BMP reads
+
+
+def _bmp(pixels: np.ndarray) -> bytes:
+    """A 24-bit BMP of ``pixels`` (height, width, 3), rows bottom-up, padded to 4 bytes."""
+    import struct
+
+    height, width, _ = pixels.shape
+    row = width * 3 + (-width * 3) % 4
+    body = b"".join(pixels[y, :, ::-1].tobytes().ljust(row, b"\0") for y in range(height - 1, -1, -1))
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(body), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(body), 2835, 2835, 0, 0)
+    return header + info + body
+
+
 def test_a_truncated_image_is_a_config_error_before_training(tmp_path: Path) -> None:
     write_images(tmp_path / "imgs", per_class=2)
     whole = (tmp_path / "imgs" / "cat" / "0.png").read_bytes()

@@ -62,3 +62,23 @@ def check_classes(directory: Path, known: list[str], explicit: list[str] | None,
             f"{directory} has no folder for the training class(es) "
             f"{', '.join(map(repr, missing[:5]))}: Keras' loader needs a folder for each class "
             "(an empty one will do)")
+
+
+def check_no_empty_class(directory: Path, formats: tuple[str, ...], follow_links: bool,
+                         at: KeyPath) -> None:
+    """Every class folder of the training split holds a file the loader reads.
+
+    Keras counts an empty folder as a class all the same: its id exists, no example has it,
+    and the label check then reports ids up to it, which the files do not show.
+    """
+    if not Path(directory).is_dir():
+        return
+    empty = [f for f in class_folders(directory)
+             if not _holds(directory / f, formats, follow_links)]
+    if empty:
+        shown = ", ".join(map(repr, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        raise ConfigError.single(
+            at + ("path",),
+            f"{directory} has class folder(s) {shown} holding no {'/'.join(formats)} file: "
+            "Keras would count each as a class with no examples; remove the folder or add "
+            "its files")

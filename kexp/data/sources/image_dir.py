@@ -27,7 +27,7 @@ from typing import Any
 
 from kexp.config.schema import ImageDirSource
 from kexp.data.files import require
-from kexp.data.sources.folders import check_classes
+from kexp.data.sources.folders import check_classes, check_no_empty_class
 from kexp.data.stream import Stream
 from kexp.errors import ConfigError, KeyPath
 from kexp.tf import keras, tf
@@ -106,6 +106,12 @@ def _check_images(files: list[str], shown: list[str], channels: int, at: KeyPath
     broken = undecodable(files, channels)
     if broken:
         (file, why), = broken[:1]
+        if channels == 1 and file.lower().endswith((".bmp", ".gif")):
+            raise ConfigError.single(
+                at + ("color_mode",),
+                f"{shown[files.index(file)]}{more(len(broken))}: Keras' image loader decodes "
+                "BMP and GIF files in color only (3 or 4 channels), so color_mode: grayscale "
+                "cannot read them; use color_mode: rgb, or convert the images to PNG")
         raise ConfigError.single(
             at + ("path",),
             f"unreadable image: {shown[files.index(file)]}{more(len(broken))} cannot be "
@@ -162,6 +168,8 @@ def load_image_dir(spec: ImageDirSource, path: KeyPath, context: Any = None) -> 
         require(spec.path, path + ("path",), "folder")
         check_classes(Path(spec.path), known, spec.class_names, IMAGE_FORMATS,
                       spec.follow_links, path)
+    elif spec.labels and spec.class_names is None:  # the training split names the classes
+        check_no_empty_class(Path(spec.path), IMAGE_FORMATS, spec.follow_links, path)
     class_names = spec.class_names or known
     return image_stream(Path(spec.path), spec, path, labels=spec.labels, class_names=class_names)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from kexp.config.schema import TextDirSource
 from kexp.data.files import require
-from kexp.data.sources.folders import check_classes
+from kexp.data.sources.folders import check_classes, check_no_empty_class
 from kexp.data.stream import Stream, count
 from kexp.errors import ConfigError, KeyPath
 from kexp.tf import keras
@@ -78,5 +78,7 @@ def load_text_dir(spec: TextDirSource, path: KeyPath, context: Any = None) -> St
     if spec.labels and known:
         require(spec.path, path + ("path",), "folder")
         check_classes(Path(spec.path), known, spec.class_names, (".txt",), spec.follow_links, path)
+    elif spec.labels and spec.class_names is None:  # the training split names the classes
+        check_no_empty_class(Path(spec.path), (".txt",), spec.follow_links, path)
     class_names = spec.class_names or known
     return text_stream(Path(spec.path), spec, path, labels=spec.labels, class_names=class_names)
