@@ -483,6 +483,9 @@ def endless():
 def repeated():
     return tf.data.Dataset.range(10).repeat()
 
+def shuffled():
+    return tf.data.Dataset.range(500).shuffle(500)
+
 def broken():
     raise RuntimeError("no data today")
 
@@ -511,6 +514,8 @@ def test_python_source_errors(tmp_path: Path) -> None:
     assert "broken() raised RuntimeError: no data today" in error_of(
         {"source": "python", "function": f"{module}:broken"})
     assert "returned str" in error_of({"source": "python", "function": f"{module}:wrong"})
+    assert "shuffled() returned a dataset whose order changes from pass to pass" in error_of(
+        {"source": "python", "function": f"{module}:shuffled"})
     assert "endless" not in error_of({"source": "python", "function": f"{module}:repeated"})
     assert "returned a dataset that is infinite (does it .repeat()?)" in error_of(
         {"source": "python", "function": f"{module}:repeated"})

@@ -82,6 +82,29 @@ def _arrays(value: Any) -> Any:
     return np.asarray(value)
 
 
+#: Examples compared between two passes to tell a dataset that shuffles itself.
+ORDER_PROBE = 64
+
+
+def _check_stable_order(dataset: Any, name: str, at: KeyPath) -> None:
+    """The dataset gives its examples in the same order on every pass.
+
+    kexp shuffles (seeded) and draws fraction splits as positions in that order; a dataset
+    that reshuffles itself (a ``.shuffle()`` inside) would hand validation examples to
+    training on the next pass and break the resume's bit-for-bit continuation.
+    """
+    first, second = (list(dataset.take(ORDER_PROBE).as_numpy_iterator()) for _ in range(2))
+    flat = [[np.asarray(leaf) for leaf in tf.nest.flatten(e)] for e in (first, second)]
+    same = len(flat[0]) == len(flat[1]) and all(
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        for a, b in zip(*flat))
+    if not same:
+        raise ConfigError.single(
+            at, f"{name}() returned a dataset whose order changes from pass to pass (a "
+            ".shuffle() in it?): kexp shuffles, seeded, and draws splits by position, so it "
+            "needs the same order every time; remove the shuffle (data.shuffle does it)")
+
+
 def load_python(spec: PythonSource, path: KeyPath, context: Any = None) -> Any:
     """Call the named function and wrap what it returns as Arrays or a Stream."""
     at = path + ("function",)
@@ -113,6 +136,7 @@ def load_python(spec: PythonSource, path: KeyPath, context: Any = None) -> Any:
                                      f"{type(exc).__name__}: {op_error(exc.message)}") from None
         if not length:
             raise ConfigError.single(at, f"{name}() returned an empty dataset")
+        _check_stable_order(result, name, at)
         # its first examples read now: a dataset that fails, or holds NaN, fails here
         stream = Stream(lambda: result, length, labelled, files, at=at, finite_guard=True)
         try:
