@@ -193,7 +193,8 @@ def _load(path: Path, label: str, text: str | None, stack: tuple[Path, ...],
                                       line=line)], unread=False, incomplete=True)
             continue
         if not resolved.is_file():
-            problems.add([ConfigIssue((EXTENDS,), f"base config not found: {base_path}",
+            what = "is a folder, not a YAML file" if resolved.is_dir() else "not found"
+            problems.add([ConfigIssue((EXTENDS,), f"base config {what}: {base_path}",
                                       file=label, line=line)], unread=False, incomplete=True)
             continue
         try:
