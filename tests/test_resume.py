@@ -276,3 +276,62 @@ def test_a_damaged_state_file_is_a_clear_refusal(tmp_path: Path, reference: Path
     assert target.name in done.output.replace("\n", ""), done.output
     assert target.read_bytes() == before  # nothing the user has is touched
     assert history(run_dir) == history(reference)
+
+
+def _signal_at_train_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next training in this process gets a SIGTERM as fit ends, after its last step."""
+    import os
+
+    import kexp.training.callbacks as callbacks_module
+    import kexp.training.run as run_module
+    from kexp.tf import keras
+
+    class TermAtEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs: Any = None) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    original = callbacks_module.build_callbacks
+    monkeypatch.setattr(run_module, "build_callbacks",
+                        lambda config, run_dir: (lambda built: ([*built[0], TermAtEnd()],
+                                                                built[1]))(
+                            original(config, run_dir)))
+
+
+def test_a_signal_as_training_ends_stops_the_run_and_resume_finishes_it(
+        tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: the signal was taken ('finishing the current step, then saving the training
+    state'), then dropped: the run went on through its final saves and exited 0."""
+    config = iris(tmp_path)
+    _signal_at_train_end(monkeypatch)
+    done = _cli(["train", str(config)])
+    monkeypatch.undo()
+    assert done.exit_code == 128 + signal.SIGTERM, done.output
+    (run_dir,) = runs(tmp_path / "runs")
+    stopped = manifest(run_dir)
+    assert stopped["status"] == "interrupted" and stopped["epochs_completed"] == 4
+    assert "as training ended" in stopped["error"]["message"]
+    again = _cli(["resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    _assert_same_run(run_dir, reference)
+
+
+def test_a_signal_after_the_run_completed_exits_0(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: status completed but exit 143, so a scheduler retried and got 'already
+    completed' (exit 2)."""
+    import os
+
+    from kexp.manifest import Manifest
+
+    finish = Manifest.finish
+
+    def finish_then_signal(self: Manifest, status: str, *args: Any, **kwargs: Any) -> None:
+        finish(self, status, *args, **kwargs)
+        if status == "completed":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Manifest, "finish", finish_then_signal)
+    done = _cli(["train", str(iris(tmp_path, train={"epochs": 1}))])
+    assert done.exit_code == 0, done.output
+    (run_dir,) = runs(tmp_path / "runs")
+    assert manifest(run_dir)["status"] == "completed"

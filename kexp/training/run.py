@@ -343,6 +343,8 @@ def _fit_and_save(
     if checkpoints is not None and checkpoints.best_epoch is not None:
         best = {"monitor": checkpoints.monitor, "value": checkpoints.best, "epoch": checkpoints.best_epoch}
     status = "incomplete" if missing else "completed"
+    # everything is written: a signal from here on changes nothing (kexp.training.signals)
+    session.stop.completed = status == "completed"
     manifest.finish(
         status,
         missing_artifacts=missing or None,

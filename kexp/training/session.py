@@ -32,7 +32,7 @@ from kexp.training.history import HistoryFile, as_columns, read_history, repair_
 from kexp.training.lock import RunLock
 from kexp.training.loop import fit_resumable
 from kexp.training.nan import NanGuard
-from kexp.training.signals import RunInterrupted, StopOnSignal, StopRequest
+from kexp.training.signals import RunInterrupted, StopOnSignal, StopRequest, signal_name
 from kexp.training.state import Position, Snapshot, TrainingState
 
 
@@ -116,8 +116,6 @@ class Session:
         return self.snapshot.position if self.snapshot else None
 
     def _force_exit(self, signum: int) -> None:
-        from kexp.training.signals import signal_name
-
         if not self._owns_status():
             return
         position = self._saved_position()
@@ -195,6 +193,11 @@ class Session:
             )
         finally:
             self.stop.accepting = False  # from here on a signal stops the run at once
+        if self.stop.requested:  # after the last step's end, before fit returned: no step
+            # was left to stop at, so it stops here, as a signal during the final saves does
+            signum = int(self.stop.signum)
+            raise RunInterrupted(f"{signal_name(signum)} as training ended: stopped before "
+                                 "the final saves", signum, state.position)
         return _whole_history(callbacks, history)
 
     def _prepare_resume(self, callbacks: list[Any], start: Position) -> None:

@@ -7,7 +7,8 @@ the command that resumes it (exit code 128 + the signal number: 130 for Ctrl-C, 
 SIGTERM). Outside ``fit`` (loading, final saving) there is no step to finish: the run stops
 at once, the same way. A second signal exits immediately, after one atomic rewrite of the
 manifest; every file under a final name is still whole (they are all written atomically), and
-the run resumes from the last saved state.
+the run resumes from the last saved state. Once the manifest says ``completed``, a signal
+changes nothing: the process ends normally, exit 0, as a finished run should for a scheduler.
 
 Python runs signal handlers between bytecodes of the main thread, so a step that is one long
 TensorFlow call is finished before even the second signal is seen; handlers can only be
@@ -59,6 +60,9 @@ class StopRequest:
     def __init__(self, on_force_exit: Callable[[int], None] | None = None):
         self.signum: int | None = None
         self.accepting = False
+        #: True once the run's manifest says ``completed``: a signal then changes nothing
+        #: (exiting 143 would make a scheduler retry a finished run)
+        self.completed = False
         self.on_force_exit = on_force_exit
         self._previous: dict[int, Any] = {}
 
@@ -79,6 +83,11 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal_name(signum)
+        if self.completed:  # nothing left to stop: exit 0 as a completed run does
+            sys.stderr.write(f"\nkexp: {name}: the run has already completed; exiting "
+                             "normally\n")
+            sys.stderr.flush()
+            return
         if self.signum is not None:
             sys.stderr.write(f"\nkexp: second {name}: stopping now\n")
             sys.stderr.flush()
