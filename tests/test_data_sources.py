@@ -221,6 +221,10 @@ def test_npz_wrong_key_and_mismatched_lengths(tmp_path: Path) -> None:
     message = error_of({"source": "npz", "path": str(file), "x": "images", "y": "labels"})
     assert "data.train: features and labels have different numbers of examples" in message
     assert "x has 4, y has 3" in message
+    text = tmp_path / "notes.npz"
+    text.write_text("just some text\n")  # was: "contains pickled (object) data"
+    message = error_of({"source": "npz", "path": str(text), "x": "images"})
+    assert "it is neither an npz archive nor an .npy array" in message
 
 
 # --- image_dir / text_dir --------------------------------------------------------------------

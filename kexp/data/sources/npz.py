@@ -26,7 +26,10 @@ def _open_npz(path: Path, key_path: KeyPath, mmap: bool) -> Any:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError.single(key_path + ("path",), f"not a readable .npz file: {path} ({exc})")
+        # numpy takes a file that is neither zip nor .npy for a pickle, and says so
+        why = ("it is neither an npz archive nor an .npy array" if "pickled" in str(exc)
+               else str(exc))
+        raise ConfigError.single(key_path + ("path",), f"not a readable .npz file: {path} ({why})")
 
 
 def mmap_member(path: Path, key: str) -> np.ndarray | None:
