@@ -93,7 +93,10 @@ def _check_stable_order(dataset: Any, name: str, at: KeyPath) -> None:
     that reshuffles itself (a ``.shuffle()`` inside) would hand validation examples to
     training on the next pass and break the resume's bit-for-bit continuation.
     """
-    first, second = (list(dataset.take(ORDER_PROBE).as_numpy_iterator()) for _ in range(2))
+    try:
+        first, second = (list(dataset.take(ORDER_PROBE).as_numpy_iterator()) for _ in range(2))
+    except tf.errors.OpError:
+        return  # a dataset that fails when read: reading its first examples says how, next
     flat = [[np.asarray(leaf) for leaf in tf.nest.flatten(e)] for e in (first, second)]
     same = len(flat[0]) == len(flat[1]) and all(
         a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
