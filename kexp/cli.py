@@ -350,12 +350,19 @@ def validate(
         None, "--plot", metavar="FILE",
         help="Also draw the model graph into FILE (.png, .svg, .pdf); needs pydot and graphviz.",
     ),
+    data: bool = typer.Option(
+        False, "--data",
+        help="Also read the data and check it as train does before it writes anything: every "
+        "split through the model, loss and metrics, label ranges, class weights, and each "
+        "callback's monitor against the names the run will log.",
+    ),
     debug: bool = DebugOption,
 ) -> None:
     """Check a config (schema, then every Keras name and argument) and show the model.
 
     Every problem is reported at once, each with its key path, file and line. The schema is
-    checked first, without TensorFlow; Keras names and arguments once it passes.
+    checked first, without TensorFlow; Keras names and arguments once it passes. The data is
+    not read unless --data is given, so a graph is checked in seconds whatever its data.
     """
 
     def action() -> None:
@@ -373,13 +380,23 @@ def validate(
                             "are checked once these are fixed")
             raise
         _check_files(loaded)
-        from kexp.training.run import prepare
+        if data:  # the data files are there before TensorFlow is imported
+            from kexp.preflight import check_paths
 
-        _, _, model = prepare(loaded, connect=False)  # no cluster server, no TPU
+            check_paths(loaded, None)
+        from kexp.training.run import check_data, prepare
+
+        checked, info, model = prepare(loaded, connect=False)  # no cluster server, no TPU
+        if data:  # the model shown is then the one train saves: preprocessing inside
+            model = check_data(loaded, checked, info, model).model
         from kexp.model.summary import plot as plot_model, render_summary
 
         render_summary(model, out)
-        out.print(f"[green]ok:[/green] {config} is valid")
+        if data:
+            out.print(f"[green]ok:[/green] {config} is valid, and so is its data")
+        else:
+            out.print(f"[green]ok:[/green] {config} is valid (the data was not read: --data "
+                      "checks it and each monitor too)")
         if plot is not None:
             from kexp.outputs import writing
 

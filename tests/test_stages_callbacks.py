@@ -304,3 +304,32 @@ def test_kexp_train_refuses_a_misspelt_monitor_before_the_run_directory(tmp_path
                       "monitors 'val_los', which this run does not log",
                       "did you mean 'val_loss'?")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_validate_with_data_checks_monitors_and_labels_without_writing(tmp_path: Path) -> None:
+    """Was: ``kexp validate`` passed a misspelled monitor (it never reads the data, and the
+    names a run logs come from it); ``--data`` runs train's checks before the run directory."""
+    from conftest import assert_user_error, cli
+
+    config = _iris(tmp_path, callbacks=[{"EarlyStopping": {"monitor": "val_acuracy"}}])
+    path = write_config(tmp_path / "c.yaml", config)
+    plain = cli(["validate", path])
+    assert plain.returncode == 0, plain.stderr
+    assert "the data was not read: --data checks it" in " ".join(plain.stdout.split())
+    done = cli(["validate", "--data", path])
+    assert_user_error(done, "callbacks[0].EarlyStopping.monitor: EarlyStopping monitors "
+                      "'val_acuracy', which this run does not log", "did you mean 'val_accuracy'?")
+    config["callbacks"] = []
+    config["compile"]["loss"] = "binary_crossentropy"  # iris has class ids 0-2
+    assert_user_error(cli(["validate", "--data", write_config(path, config)]),
+                      "compile.loss:", "[0, 1]")
+    config["compile"]["loss"] = "sparse_categorical_crossentropy"
+    config["data"]["train"]["path"] = str(tmp_path / "gone.csv")
+    assert_user_error(cli(["validate", "--data", write_config(path, config)]),
+                      "data.train.path: no such file or folder")
+    config["data"]["train"]["path"] = str(REPO / "configs/data/iris_train.csv")
+    done = cli(["validate", "--data", write_config(path, config)])
+    assert done.returncode == 0, done.stderr
+    assert "is valid, and so is its data" in " ".join(done.stdout.split())
+    assert "backbone_1" in done.stdout  # the summary of the model checked
+    assert not (tmp_path / "runs").exists()  # nothing written

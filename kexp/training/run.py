@@ -74,6 +74,44 @@ class Run:
     status: str = "completed"
 
 
+@dataclass
+class Checked:
+    """The model and data once every check before a run directory has passed."""
+
+    model: Any  # with the preprocessing adapted on the training split inside it
+    splits: Splits
+    data_pipeline: dict[str, Any]
+
+
+def check_data(loaded: LoadedConfig, config: ExperimentConfig, info: StrategyInfo,
+               model: Any, plan: Any = None) -> Checked:
+    """Read the data and check it against the compiled ``model`` (from :func:`prepare`).
+
+    The last step before a run directory exists, shared by ``kexp train`` and
+    ``kexp validate --data``: a label out of range or a monitor that names nothing the run
+    logs is found here, not after an epoch of training. A resume (``plan``) reads what the
+    run read: its split indices and the files its TFRecord globs matched then.
+    """
+    with loaded.locating():
+        splits = load_splits(config.data, config.seed,
+                             saved_indices=plan.saved_indices if plan else None,
+                             recorded=Recorded.from_manifest(plan.manifest.data) if plan else None)
+        # adapted on the training split only, then saved inside the model (kexp.data)
+        model = attach_preprocessing(model, config, splits.train, info.strategy)
+        # the first examples of every split through the model, loss and each metric
+        # (kexp.training.probe); every monitor names what they logged (Keras' names)
+        logged = check_data_fits(model, splits, config)
+        check_monitors(model, logged, config)
+        class_weights(model, config)  # keys against the model's classes
+        data_pipeline = pipeline_record(splits, config.data)
+        # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
+        check_last_batch(info, len(splits.train), config.data)
+        # whole executions that end where an epoch ends (kexp.hardware.execution)
+        fit_execution(model, info, config.hardware.steps_per_execution,
+                      train_steps(splits, config))
+    return Checked(model, splits, data_pipeline)
+
+
 def _as_loaded(config: str | Path | LoadedConfig) -> LoadedConfig:
     return config if isinstance(config, LoadedConfig) else load_config(config)
 
@@ -218,25 +256,8 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
                              root / loaded.config.name / NEW_RUN, new_run=plan is None)
     config_obj, info, model = prepare(loaded)
     check_space(plan.run_dir if plan else root, model, len(config_obj.output.formats))
-    with loaded.locating():
-        # a resume reads what the run read: its split indices, and the files its TFRecord
-        # globs matched then (a file added since would change the data; kexp.data.splits)
-        splits = load_splits(config_obj.data, config_obj.seed,
-                             saved_indices=plan.saved_indices if plan else None,
-                             recorded=Recorded.from_manifest(plan.manifest.data) if plan else None)
-        # adapted on the training split only, then saved inside the model (kexp.data)
-        model = attach_preprocessing(model, config_obj, splits.train, info.strategy)
-        # the first examples of every split through the model, loss and each metric
-        # (kexp.training.probe); every monitor names what they logged (Keras' names)
-        logged = check_data_fits(model, splits, config_obj)
-        check_monitors(model, logged, config_obj)
-        class_weights(model, config_obj)  # keys against the model's classes
-        data_pipeline = pipeline_record(splits, config_obj.data)
-        # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
-        check_last_batch(info, len(splits.train), config_obj.data)
-        # whole executions that end where an epoch ends (kexp.hardware.execution)
-        fit_execution(model, info, config_obj.hardware.steps_per_execution,
-                      train_steps(splits, config_obj))
+    checked = check_data(loaded, config_obj, info, model, plan)
+    model, splits, data_pipeline = checked.model, checked.splits, checked.data_pipeline
 
     from kexp.training.rundir import new_run_dir
 
