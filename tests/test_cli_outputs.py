@@ -428,6 +428,16 @@ def test_a_config_that_is_a_symlink_loop(tmp_path: Path) -> None:
                       "a symbolic link to nothing (or a loop of links)")
 
 
+
+def test_a_config_path_that_never_ends_or_is_huge_is_refused(tmp_path: Path) -> None:
+    """Was: ``kexp validate /dev/zero`` read forever (and a data file given as the config
+    was read whole into memory)."""
+    big = tmp_path / "data.yaml"
+    big.write_bytes(b"# " + b"x" * (10 * 2**20) + b"\n")
+    for path in ("/dev/zero", big):
+        assert_user_error(cli(["validate", path], timeout=60), f"config file {path} is over "
+                          "10 MiB: a config is a few kilobytes of YAML")
+
 # ------------------------------------------------------------------- 7. Ctrl-C once done
 
 AFTER_THE_COMMAND = """

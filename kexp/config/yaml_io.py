@@ -278,11 +278,22 @@ def load_text(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
     return data, where
 
 
+#: The largest config file read: far above any real config, and it keeps a wrong path
+#: (a data file, a device such as /dev/zero) from filling memory or never ending.
+MAX_CONFIG_BYTES = 10 * 2**20
+
+
 def load_file(path: str | Path) -> tuple[Any, SourceMap]:
     """Read a YAML file; a missing or unreadable file is a user error naming the path."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:  # at most a byte over the cap: /dev/zero never ends
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError.single((), f"config file {path} is over "
+                                     f"{MAX_CONFIG_BYTES // 2**20} MiB: a config is a few "
+                                     "kilobytes of YAML (data goes in files it names)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError.single((), f"config file not found: {path}") from None
     except IsADirectoryError:
