@@ -230,6 +230,11 @@ def check_kwargs(cls: type, kwargs: dict[str, Any], path: KeyPath, what: str) ->
                 path + (key,), f"{what}'s '{key}' is a number (default {numbers[key]!r}), but "
                 f"'{value}' is quoted, so it is text: write it without quotes",
                 value=value, has_value=True))
+        elif (isinstance(value, dict) and key in numbers
+                and type(numbers[key]) in (int, float)):
+            issues.append(ConfigIssue(
+                path + (key,), f"{what}'s '{key}' is a number (default {numbers[key]!r}): a "
+                "mapping does not fit it", value=value, has_value=True))
         if isinstance(value, bool) and key in numbers:
             default = numbers[key]
             kind = (f"a number (default {default!r})" if default is not inspect.Parameter.empty

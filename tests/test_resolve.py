@@ -149,3 +149,17 @@ def test_a_nan_or_quoted_number_argument_is_refused_at_its_key(value: object, sa
     assert says in issue.message
     layer = make_layer({"Dense": {"units": 2, "name": "7"}}, ("layers", 0))  # text where text goes
     assert layer.name == "7"
+
+
+def test_a_mapping_where_a_number_goes_is_refused_at_its_key() -> None:
+    """Was: EarlyStopping's patience {Dense: {units: 1}} passed every check and failed at the
+    end of an epoch with "'>=' not supported between 'int' and 'dict'" (breaker, round 3)."""
+    with pytest.raises(ConfigError) as caught:
+        make_callback({"EarlyStopping": {"patience": {"Dense": {"units": 1}}}}, ("callbacks", 0))
+    (issue,) = caught.value.issues
+    assert issue.path == ("callbacks", 0, "EarlyStopping", "patience")
+    assert "EarlyStopping's 'patience' is a number (default 0): a mapping does not fit it" in (
+        issue.message)
+    # a list may still go where a number is the default (Conv1D's strides: 2 or [2])
+    assert make_layer({"Conv1D": {"filters": 2, "kernel_size": 3, "strides": [2]}},
+                      ("layers", 0)).strides == (2,)

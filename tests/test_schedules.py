@@ -126,6 +126,27 @@ def test_custom_schedule_by_name_with_epochs() -> None:
      ("PiecewiseConstantDecay", "boundaries")),
     ({"PiecewiseConstantDecay": {"boundary_epochs": [1, "two"], "values": [1.0, 0.5, 0.1]}},
      "must be a list of numbers of epochs", ("PiecewiseConstantDecay", "boundary_epochs")),
+    # values Keras takes as they come and fails on in the first training step (breaker, 3)
+    ({"CosineDecay": {"decay_steps": 5, "initial_learning_rate": {"ExponentialDecay": {
+        "initial_learning_rate": 0.1, "decay_steps": 2, "decay_rate": 0.5}}}},
+     "a schedule cannot take another schedule", ("CosineDecay", "initial_learning_rate")),
+    ({"ExponentialDecay": {"initial_learning_rate": "0.1", "decay_steps": 2, "decay_rate": 0.5}},
+     "'0.1' is quoted, so it is text", ("ExponentialDecay", "initial_learning_rate")),
+    ({"ExponentialDecay": {"initial_learning_rate": [0.1], "decay_steps": 2, "decay_rate": 0.5}},
+     "'initial_learning_rate' must be a number (got [0.1])",
+     ("ExponentialDecay", "initial_learning_rate")),
+    ({"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_steps": 2, "decay_rate": 0.5,
+                           "staircase": 1}},
+     "'staircase' is a switch: give true or false", ("ExponentialDecay", "staircase")),
+    ({"PiecewiseConstantDecay": {"boundaries": [10], "values": [0.1, "x"]}},
+     "'values' must be a list of numbers", ("PiecewiseConstantDecay", "values")),
+    ({"CosineDecay": {"initial_learning_rate": -0.1, "decay_steps": 5}},
+     "it must not be negative", ("CosineDecay", "initial_learning_rate")),
+    ({"CosineDecay": {"initial_learning_rate": float("inf"), "decay_steps": 5}},
+     "must be a finite number", ("CosineDecay", "initial_learning_rate")),
+    # Keras ignores a warmup without the rate it warms up to
+    ({"CosineDecay": {"initial_learning_rate": 0.1, "decay_epochs": 2, "warmup_epochs": 1}},
+     "without one Keras ignores 'warmup_epochs'", ("CosineDecay", "warmup_epochs")),
 ])
 def test_schedule_mistakes(spec: dict, fragment: str, where: tuple) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -230,3 +251,62 @@ def test_a_schedule_trains_end_to_end_and_is_saved_in_steps(tmp_path: Path) -> N
     assert saved.get_config()["learning_rate"]["config"]["decay_steps"] == 2 * steps_per_epoch
     assert int(saved.iterations.numpy()) == 2 * steps_per_epoch
     assert float(np.asarray(saved.learning_rate)) == pytest.approx(0.001)  # decayed to the end
+
+
+@pytest.mark.parametrize("kwargs, fragment, key", [
+    ({"learning_rate": -0.01}, "the learning rate must be a finite number, 0 or more",
+     "learning_rate"),
+    ({"learning_rate": float("inf")}, "must be a finite number, 0 or more", "learning_rate"),
+    ({"learning_rate": 0.01, "clipnorm": {"Dense": {"units": 1}}},
+     "'clipnorm' takes a value, not a mapping", "clipnorm"),
+    ({"learning_rate": 0.01, "beta_1": {"CosineDecay": {"initial_learning_rate": 0.9,
+                                                        "decay_steps": 5}}},
+     "only learning_rate takes a schedule", "beta_1"),
+])
+def test_optimizer_values_that_could_only_fail_in_training(kwargs: dict, fragment: str,
+                                                           key: str) -> None:
+    """Was: a negative rate trained (gradient ascent) with exit 0, an infinite one failed
+    with NaN, and a mapping in another argument was a serialization traceback after the run
+    directory was made (breaker, round 3)."""
+    from kexp.model.schedules import make_optimizer
+
+    with pytest.raises(ConfigError) as caught:
+        make_optimizer({"Adam": kwargs}, PATH)
+    (issue,) = caught.value.issues
+    assert fragment in str(issue) and issue.path == PATH + ("Adam", key)
+
+
+def test_a_whole_number_learning_rate_is_a_float_and_the_config_is_not_changed() -> None:
+    """Was: 'Argument learning_rate should be float' for YAML's 1; and Keras kept (and
+    TensorFlow's tracking wrapped) the config's own nested mappings."""
+    from kexp.model.schedules import make_optimizer
+
+    spec = {"Adam": {"learning_rate": 1, "clipvalue": None}}
+    assert make_optimizer(spec, PATH).get_config()["learning_rate"] == 1.0
+    nested = {"SGD": {"learning_rate": {"PiecewiseConstantDecay": {
+        "boundaries": [10], "values": [0.1, 0.01]}}}}
+    before = repr(nested)
+    optimizer = make_optimizer(nested, PATH)
+    assert repr(nested) == before
+    inner = nested["SGD"]["learning_rate"]["PiecewiseConstantDecay"]
+    assert type(inner) is dict and type(inner["values"]) is list
+    assert optimizer.get_config()["learning_rate"]["config"]["values"] == [0.1, 0.01]
+
+
+def test_boundaries_on_one_step_are_refused_before_the_run_directory(tmp_path: Path) -> None:
+    """Was: found when training began, leaving a failed run directory on every try, its
+    message without the file and line (breaker, round 3)."""
+    from conftest import assert_user_error, cli
+
+    config = shipped("iris_mlp.yaml", train={"epochs": 1}, callbacks=[],
+                     output={"root": str(tmp_path / "runs")})
+    config["compile"]["optimizer"] = {"Adam": {"learning_rate": {"PiecewiseConstantDecay": {
+        "boundary_epochs": [0.01, 0.02], "values": [0.1, 0.01, 0.001]}}}}
+    path = write_config(tmp_path / "c.yaml", config)
+    line = [row.strip() for row in path.read_text().splitlines()].index("boundary_epochs:") + 1
+    for command in (["train"], ["validate", "--data"]):
+        done = cli([*command, path])
+        assert_user_error(done, f"c.yaml:{line}: compile.optimizer.Adam.learning_rate."
+                          "PiecewiseConstantDecay.boundary_epochs: with 6 steps per epoch these "
+                          "boundaries fall on the same step ([1, 1])")
+    assert not (tmp_path / "runs").exists()

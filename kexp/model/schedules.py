@@ -23,12 +23,13 @@ with it; :func:`resolve_pending` recompiles with the real schedule.
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any
 
 from kexp.config.schema import ExperimentConfig, spec_parts
 from kexp.errors import ConfigError, ConfigIssue, KeyPath, nearest
-from kexp.resolve import _construct, accepted_kwargs, check_kwargs, lookup
+from kexp.resolve import _construct, _is_number, accepted_kwargs, check_kwargs, lookup
 from kexp.resolve import make_optimizer as _make_optimizer
 from kexp.tf import keras
 
@@ -36,6 +37,9 @@ EPOCHS = "_epochs"
 
 #: Step-valued list arguments and the key that gives them in epochs.
 _LIST_ARGS = {"boundary_epochs": "boundaries"}
+
+#: Schedule arguments that are learning rates (never negative).
+_RATES = ("initial_learning_rate", "warmup_target", "end_learning_rate", "values")
 
 #: Callbacks that set ``optimizer.learning_rate``, which a schedule computes instead.
 _LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
@@ -176,6 +180,68 @@ def _check_names(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) ->
         raise ConfigError(issues)
 
 
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_values(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -> None:
+    """The values of a Keras schedule's arguments: numbers (lists of them for ``boundaries``
+    and ``values``), true/false where Keras' default is one, text for ``name``.
+
+    Keras converts them to tensors only when the schedule is first called, in the first
+    training step: a schedule given where a rate goes, a quoted number or a list would
+    otherwise pass every check and fail after the run directory exists. A negative or
+    infinite rate is refused too: it trains (gradient ascent) or diverges, never usefully.
+    Custom schedules (plugins) decide for themselves.
+    """
+    if not cls.__module__.startswith("keras."):
+        return
+    import inspect
+
+    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
+    issues = []
+    for key, value in kwargs.items():
+        where = path + (key,)
+        default = defaults.get(key, inspect.Parameter.empty)
+        if key == "name" or key.endswith(EPOCHS) or (value is None and default is None):
+            continue  # names are Keras' to check; epochs: in_steps
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                issues.append(ConfigIssue(where, f"{name}'s '{key}' is a switch: give true or "
+                                          "false", value=value, has_value=True))
+            continue
+        if key in _LIST_ARGS.values() or key == "values":
+            if not (isinstance(value, list) and all(_real(v) for v in value)):
+                issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a list of numbers",
+                                          value=value, has_value=True))
+            continue
+        if _real(value) and not math.isfinite(value):
+            issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a finite number",
+                                      value=value, has_value=True))
+        elif _real(value):
+            if value < 0 and key in _RATES:
+                issues.append(ConfigIssue(where, f"{name}'s '{key}' is a learning rate: it must "
+                                          "not be negative", value=value, has_value=True))
+        elif is_schedule(value):
+            issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a number: a schedule "
+                                      "cannot take another schedule", value=value,
+                                      has_value=True))
+        else:
+            quoted = isinstance(value, str) and _is_number(value)
+            issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a number" +
+                                      (f": '{value}' is quoted, so it is text; write it "
+                                       "without quotes" if quoted else ""),
+                                      value=value, has_value=True))
+    warmup = [k for k, v in kwargs.items() if k.startswith("warmup_") and k != "warmup_target" and v]
+    if warmup and "warmup_target" in defaults and kwargs.get("warmup_target") is None:
+        issues.append(ConfigIssue(
+            path + (warmup[0],), f"{name} warms up only towards a warmup_target (the rate at "
+            f"the end of the warmup); without one Keras ignores '{warmup[0]}'", value=kwargs[
+                warmup[0]], has_value=True, suggestion=None))
+    if issues:
+        raise ConfigError(issues)
+
+
 def make_schedule(spec: Any, path: KeyPath, steps_per_epoch: int | None = None) -> Any:
     """A ``LearningRateSchedule`` from ``{Name: kwargs}``; lengths in epochs converted.
 
@@ -188,10 +254,11 @@ def make_schedule(spec: Any, path: KeyPath, steps_per_epoch: int | None = None) 
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigError.single(path, f"'{name}' is not a learning-rate schedule class")
     issues: list[ConfigIssue] = []
-    try:
-        _check_names(cls, kwargs, path + (name,), name)
-    except ConfigError as exc:
-        issues.extend(exc.issues)
+    for check in (_check_names, _check_values):
+        try:
+            check(cls, kwargs, path + (name,), name)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
     try:
         converted = in_steps(cls, kwargs, steps_per_epoch or 1, path + (name,),
                              exact=steps_per_epoch is not None)
@@ -216,6 +283,11 @@ def make_optimizer(
     name, kwargs = spec_parts(spec)
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate
+    _check_optimizer_values(name, kwargs, path + (name,))
+    rate = kwargs.get("learning_rate")
+    if isinstance(rate, int) and not isinstance(rate, bool):
+        kwargs["learning_rate"] = float(rate)  # YAML's 1 is an int; Keras wants a float
+        spec = {name: kwargs}
     pending = False
     if is_schedule(kwargs.get("learning_rate")):
         where = path + (name, "learning_rate")
@@ -229,6 +301,29 @@ def make_optimizer(
     if pending:
         _PENDING.add(optimizer)
     return optimizer
+
+
+def _check_optimizer_values(name: str, kwargs: dict[str, Any], path: KeyPath) -> None:
+    """Only ``learning_rate`` takes a schedule (``{Name: kwargs}``), and it must not be
+    negative nor infinite (a negative rate climbs the loss; an infinite one is NaN at once).
+
+    Keras keeps any other mapping it is given (``clipnorm``, ``beta_1``) and fails in the
+    first training step, after the run directory exists.
+    """
+    issues = []
+    for key, value in kwargs.items():
+        if key == "learning_rate":
+            if _real(value) and (value < 0 or not math.isfinite(value)):
+                issues.append(ConfigIssue(
+                    path + (key,), "the learning rate must be a finite number, 0 or more",
+                    value=value, has_value=True))
+        elif isinstance(value, dict):
+            issues.append(ConfigIssue(
+                path + (key,), f"{name}'s '{key}' takes a value, not a mapping (of the "
+                "optimizer's arguments only learning_rate takes a schedule)",
+                value=value, has_value=True))
+    if issues:
+        raise ConfigError(issues)
 
 
 def is_pending(model: Any) -> bool:
@@ -248,6 +343,17 @@ def resolve_pending(model: Any, config: ExperimentConfig, steps_per_epoch: int) 
 
     with model.distribute_strategy.scope():
         compile_model(model, config, steps_per_epoch=steps_per_epoch)
+
+
+def check_schedule_steps(model: Any, config: ExperimentConfig, steps_per_epoch: int) -> None:
+    """Convert a pending schedule's epochs with the real ``steps_per_epoch`` and discard it:
+    what only that number tells (two boundaries on the same step) is found before the run
+    directory exists rather than when training starts (:func:`resolve_pending`)."""
+    if not is_pending(model):
+        return
+    name, kwargs = spec_parts(config.compile.optimizer)
+    make_schedule(kwargs["learning_rate"], ("compile", "optimizer", name, "learning_rate"),
+                  steps_per_epoch)
 
 
 def _optimizer_has_schedule(config: ExperimentConfig, model: Any) -> bool:

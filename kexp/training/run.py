@@ -42,7 +42,7 @@ from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
 from kexp.model.build import resolve_compile
-from kexp.model.schedules import check_callbacks
+from kexp.model.schedules import check_callbacks, check_schedule_steps
 from kexp.plugins import import_config_plugins, records_for
 from kexp.preflight import check_paths, check_space
 from kexp.safety import check_config as check_config_code, unsafe_allowed
@@ -107,8 +107,11 @@ def check_data(loaded: LoadedConfig, config: ExperimentConfig, info: StrategyInf
         # a last batch the replicas share unevenly: warned, noted (kexp.hardware.batch)
         check_last_batch(info, len(splits.train), config.data)
         # whole executions that end where an epoch ends (kexp.hardware.execution)
-        fit_execution(model, info, config.hardware.steps_per_execution,
-                      train_steps(splits, config))
+        steps = train_steps(splits, config)
+        fit_execution(model, info, config.hardware.steps_per_execution, steps)
+        # a schedule in epochs, in steps now they are known (two boundaries on one step?);
+        # training converts it again, with the same number (kexp.model.schedules)
+        check_schedule_steps(model, config, steps)
     return Checked(model, splits, data_pipeline)
 
 

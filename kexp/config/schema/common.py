@@ -13,6 +13,7 @@ or a one-key mapping from class name to keyword arguments:
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
@@ -114,4 +115,7 @@ def spec_parts(spec: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, str):
         return spec, {}
     ((name, kwargs),) = spec.items()
-    return str(name), dict(kwargs or {})
+    # nested mappings and lists copied too: Keras keeps (and TensorFlow's tracking wraps)
+    # what it is given, and the config must stay as the user wrote it
+    return str(name), {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+                       for key, value in (kwargs or {}).items()}
