@@ -396,10 +396,17 @@ def test_callbacks_write_new_folders_and_swap_ema_weights_trains(tmp_path: Path)
     assert run.status == "completed" and run.test_metrics is not None
     rows = (tmp_path / "new" / "deeper" / "history.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 2
+    # the run's own history.csv is there beside it (was: a user CSVLogger replaced it)
+    assert (run.directory / "history.csv").read_text().splitlines()[0] == rows[0]
     config["callbacks"] = [{"CSVLogger": {"filename": "csv/history.csv"}}]  # in the run dir
     run = train(load_config(write_config(tmp_path / "c.yaml", config)),
                 out=Console(file=io.StringIO()))
     assert len((run.directory / "csv" / "history.csv").read_text().splitlines()) == 2
+    assert len((run.directory / "history.csv").read_text().splitlines()) == 2
+    config["callbacks"] = [{"CSVLogger": {"separator": ";"}}]  # writes history.csv itself
+    run = train(load_config(write_config(tmp_path / "c.yaml", config)),
+                out=Console(file=io.StringIO()))
+    assert (run.directory / "history.csv").read_text().startswith("epoch;")
 
 
 # ------------------------------------------------------------------------ 4. class weights

@@ -16,9 +16,10 @@ A relative path given by the user is taken relative to the run directory too. A 
 user gives is checked before anything is read or built (:func:`check_callback_paths`): a
 folder that cannot be made or written, a directory where a file is expected (or the
 reverse), a name kexp itself writes in the run directory, another run's training state.
-kexp adds, unless the user declared their own of the same class: a ``CSVLogger`` writing
-``history.csv``, a ``TensorBoard`` writing ``logs/`` (``output.tensorboard``),
-``TerminateOnNaN`` (``train.terminate_on_nan``), and its best/last checkpoints.
+kexp adds ``history.csv`` (unless a declared ``CSVLogger`` writes that very file), and,
+unless the user declared their own of the same class, a ``TensorBoard`` writing ``logs/``
+(``output.tensorboard``), ``TerminateOnNaN`` (``train.terminate_on_nan``), and its best/last
+checkpoints.
 """
 
 from __future__ import annotations
@@ -156,6 +157,19 @@ def _in_run_dir(spec: Any, run_dir: Path) -> Any:
     return {name: {**kwargs, arg: str(run_dir / (default if given is None else given))}}
 
 
+def _csv_logger_writes_history(config: ExperimentConfig, run_dir: Path) -> bool:
+    """Whether a declared ``CSVLogger`` writes the run's ``history.csv`` itself (as one
+    without a ``filename`` does); kexp then writes no history of its own."""
+    target = (run_dir / "history.csv").absolute()
+    for spec in config.callbacks:
+        name, _ = spec_parts(spec)
+        if name == "CSVLogger":
+            _, kwargs = spec_parts(_in_run_dir(spec, run_dir))
+            if Path(kwargs["filename"]).absolute() == target:
+                return True
+    return False
+
+
 def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any], Checkpoints | None]:
     """The user's callbacks with run-directory defaults, then kexp's own."""
     issues: list[ConfigIssue] = []
@@ -180,7 +194,9 @@ def build_callbacks(config: ExperimentConfig, run_dir: Path) -> tuple[list[Any],
     if issues:
         raise ConfigError(issues)
 
-    if "CSVLogger" not in declared:  # kexp's writer: atomic, each epoch once across resumes
+    if not _csv_logger_writes_history(config, run_dir):
+        # kexp's writer: atomic, each epoch once across resumes; beside a CSVLogger of the
+        # user's that writes elsewhere, since the run directory always has its history.csv
         callbacks.append(HistoryFile(run_dir / "history.csv"))
     if config.output.tensorboard and "TensorBoard" not in declared:
         callbacks.append(EpochTensorBoard(log_dir=str(run_dir / "logs")))
@@ -328,7 +344,7 @@ def check_callback_paths(config: ExperimentConfig, run_dir: Path, new_run: bool 
     declared = {spec_parts(spec)[0] for spec in config.callbacks}
     kexp_files = dict(KEXP_FILES)
     kexp_folders = list(KEXP_FOLDERS)
-    if "CSVLogger" not in declared:
+    if not _csv_logger_writes_history(config, run_dir):
         kexp_files["history.csv"] = "history"
     if config.output.tensorboard and "TensorBoard" not in declared:
         kexp_folders.append("logs")

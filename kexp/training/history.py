@@ -8,7 +8,8 @@ replacing any row of the same or a later epoch. The file stays small (one line p
 so rewriting it costs nothing next to an epoch, and after a kill it is always the complete
 file of the last finished epoch.
 
-A config may still declare its own ``CSVLogger`` (then kexp adds no :class:`HistoryFile`);
+A config may still declare its own ``CSVLogger`` (kexp's :class:`HistoryFile` writes
+``history.csv`` beside it, unless that logger writes ``history.csv`` itself);
 before a resumed run continues, :func:`repair_csv` cuts that file back to the complete rows of
 the epochs the restored state has finished, so each epoch is there once after the resume too.
 """
