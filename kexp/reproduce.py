@@ -97,9 +97,15 @@ def _original(run_dir: Path) -> Manifest:
     manifest = Manifest.load(run_dir)
     status = manifest.data.get("status")
     if status != "completed":
+        if status == "failed":  # a resume meets the same error until its cause is fixed
+            then = (f"see the error in its {MANIFEST}; once its cause is fixed, train the "
+                    f"config again, or resume the run if it failed while training: "
+                    f"kexp resume {run_dir}")
+        else:
+            then = f"resume it first: kexp resume {run_dir}"
         raise UserError(
             f"{run_dir} has status {status!r}: only a completed run has final results to "
-            f"compare with (resume it first: kexp resume {run_dir})"
+            f"compare with ({then})"
         )
     return manifest
 

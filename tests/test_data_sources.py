@@ -389,7 +389,15 @@ def test_tfrecord_errors(tmp_path: Path) -> None:
     assert "data.train.files: no file matches" in error_of(tfrecord_spec(str(tmp_path / "*.gz")))
     message = error_of(tfrecord_spec(file, compression="gzip"))
     assert "data.train.files" in message and "is it written with compression: gzip?" in message
+    assert "data.train.compression says so" in message
     assert "function_node" not in message and "[Op:" not in message
+    # a file on the command line (predict) follows the run's setting: there is no
+    # input.compression to point to (was: '... input.compression says so')
+    source = DataSection.model_validate({"train": tfrecord_spec(file, compression="gzip")}).train
+    with pytest.raises(ConfigError) as caught:
+        load_source(source, ("input",))
+    assert "the run's data.train.compression, which files given on the command line follow, " \
+        "says so" in str(caught.value)
     # was: a ValueError traceback from tf.ensure_shape inside the pipeline
     for channels, shape in ((3, [2, 2, 1]), (0, [2, 2, 3])):
         png = {"dtype": "string", "decode": "image", "shape": shape, "channels": channels}

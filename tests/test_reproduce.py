@@ -93,6 +93,12 @@ def test_reproduce_needs_a_completed_run(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["reproduce", str(run_dir)])
     assert done.exit_code == 2 and "only a completed run" in done.output
     assert f"kexp resume {run_dir}" in " ".join(done.output.split())
+    # a failed run: its error first (was: 'resume it first', which meets the same error)
+    (run_dir / "manifest.json").write_text('{"status": "failed"}')
+    done = CliRunner().invoke(app, ["reproduce", str(run_dir)])
+    assert done.exit_code == 2
+    assert "see the error in its manifest.json; once its cause is fixed" in " ".join(
+        done.output.split())
 
 
 def test_reproduce_refuses_a_multi_worker_run(original: Path, tmp_path: Path) -> None:

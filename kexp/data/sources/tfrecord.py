@@ -112,10 +112,13 @@ def _check_first(raw: Any, spec: TfrecordSource, at: KeyPath, files: list[str]) 
     except tf.errors.OpError as exc:
         why = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]( name:\s*)?", "",
                      exc.message).splitlines()[0]
+        # on the command line (predict, evaluate) a file is read as the run read its training
+        # split; there is no option of its own to say otherwise
+        said = ("the run's data.train.compression, which files given on the command line "
+                "follow," if at[:1] == ("input",) else ".".join(map(str, at)) + ".compression")
         raise ConfigError.single(
             at + ("files",), f"cannot read {files[0]}: {why} (is it written with compression: "
-            f"{spec.compression}? data.train.compression says so)".replace(
-                "data.train", ".".join(map(str, at)))) from None
+            f"{spec.compression}? {said} says so)") from None
     if first is None:
         raise ConfigError.single(at + ("files",), "the files hold no records")
     try:
