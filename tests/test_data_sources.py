@@ -164,6 +164,11 @@ def test_csv_errors_name_the_key_path(tmp_path: Path) -> None:
     assert "data.train.column_types.island: string" in message
     message = error_of({**PENGUINS, "label": "specie"})
     assert "data.train.label: no column 'specie'" in message and "'species'" in message
+    wide = tmp_path / "wide.csv"  # was: all 5,000 names in one 40 KB line
+    wide.write_text(",".join(f"c{i}" for i in range(5000)) + "\n" + ",".join("0" * 5000) + "\n")
+    message = error_of({"source": "csv", "path": str(wide), "label": "c4999x"})
+    assert "(columns: c0, c1, c2," in message and "c19, ... (5000 in all))" in message
+    assert "c20," not in message and "did you mean 'c4999'" in message
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n3\n")
     assert "ragged.csv line 3 has 1 fields, expected 2" in error_of(

@@ -191,10 +191,17 @@ def _check_unique(columns: list[str], at: KeyPath, file: Path, named: bool) -> N
         seen[name] = i
 
 
+#: Column names listed in a "no column" message; a wide file's would fill the screen.
+LISTED_COLUMNS = 20
+
+
 def _check_name(name: str, columns: list[str], at: KeyPath, file: Path) -> None:
     if name not in columns:
+        listed = ", ".join(columns[:LISTED_COLUMNS])
+        if len(columns) > LISTED_COLUMNS:
+            listed += f", ... ({len(columns)} in all)"
         raise ConfigError.single(
-            at, f"no column '{name}' in {file.name} (columns: {', '.join(columns)})",
+            at, f"no column '{name}' in {file.name} (columns: {listed})",
             suggestion=nearest(name, columns),
         )
 
