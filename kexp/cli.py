@@ -434,7 +434,7 @@ def schema(
         if output is None:
             sys.stdout.write(text)
         else:
-            write_generated(output, text)
+            write_generated(output, text, fmt=fmt)
             err.print(f"wrote {output}")
 
     _run(debug, action)

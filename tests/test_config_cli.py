@@ -133,6 +133,16 @@ def test_schema_output_replaces_only_generated_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["schema", "-o", str(mine)])
     assert result.exit_code == 2 and "never overwrites" in result.output
     assert mine.read_text() == '{"title": "my own"}'
+    # the name says the format (was: markdown written over the editors' kexp.schema.json)
+    result = CliRunner().invoke(app, ["schema", "--format", "markdown", "-o", str(target)])
+    assert result.exit_code == 2
+    assert "--format markdown writes a file whose name ends in .md or .markdown, or give " \
+        "--format json" in " ".join(result.output.split())
+    assert json.loads(target.read_text())["title"] == "kexp experiment config"
+    result = CliRunner().invoke(app, ["schema", "-o", str(tmp_path / "schema.yaml")])
+    assert result.exit_code == 2 and "ends in .json" in result.output
+    page = tmp_path / "reference.md"
+    assert CliRunner().invoke(app, ["schema", "--format", "markdown", "-o", str(page)]).exit_code == 0
 
 
 def test_unknown_format_suggests() -> None:

@@ -31,6 +31,23 @@ def render_schema(fmt: str) -> str:
                     + (f"; did you mean '{guess}'?" if guess else ""))
 
 
+#: The file name endings each format is written under.
+SUFFIXES = {"json": (".json",), "markdown": (".md", ".markdown")}
+
+
+def check_suffix(path: Path, fmt: str, option: str = "--output") -> None:
+    """A JSON Schema goes in a ``.json`` file and the reference page in a ``.md`` one: the
+    name says what the file holds (a markdown page written to ``kexp.schema.json`` replaced
+    the schema an editor reads)."""
+    wanted = SUFFIXES[fmt]
+    if path.suffix.lower() not in wanted:
+        other = next(f for f, endings in SUFFIXES.items() if f != fmt)
+        hint = (f", or give --format {other}" if path.suffix.lower() in SUFFIXES[other]
+                else "")
+        raise UserError(f"{option} {path}: --format {fmt} writes a file whose name ends in "
+                        f"{' or '.join(wanted)}{hint}")
+
+
 def is_generated(path: Path) -> bool:
     """Whether ``path`` holds a schema or reference page kexp wrote (so may be replaced)."""
     from kexp.config.jsonschema import TITLE
@@ -48,12 +65,13 @@ def is_generated(path: Path) -> bool:
         return False
 
 
-def write_generated(path: Path, text: str, option: str = "--output") -> None:
+def write_generated(path: Path, text: str, option: str = "--output",
+                    fmt: str | None = None) -> None:
     """Write ``text`` to ``path``, replacing only a file kexp generated.
 
     The target is checked like every file kexp is asked to write (:mod:`kexp.outputs`): a
     folder, a parent that is a file or a folder that refuses new files is a user error
-    naming ``option``.
+    naming ``option``; with ``fmt``, so is a name that does not end as that format's do.
     """
     from kexp.outputs import check_output_file, writing
     from kexp.training.artifacts import write_text
@@ -62,5 +80,7 @@ def write_generated(path: Path, text: str, option: str = "--output") -> None:
         raise UserError(f"{path} exists and was not written by `kexp schema`; "
                         "kexp never overwrites it (choose another file)")
     check_output_file(path, option, may_replace=is_generated, example="kexp.schema.json")
+    if fmt is not None:
+        check_suffix(path, fmt, option)
     with writing(path, option):
         write_text(path, text)
