@@ -88,6 +88,26 @@ def test_shape_mismatch_names_both_shapes_and_where_they_came_from(tmp_path: Pat
     )
 
 
+def test_a_misspelt_call_argument_is_named_as_such(tmp_path: Path) -> None:
+    """Was: "Keras says: missing a required argument: 'value'", not that 'valeu' is unknown."""
+    path = config(tmp_path, """
+        inputs:
+          pixels: {shape: [8, 8]}
+        graph:
+          - {name: att, layer: {MultiHeadAttention: {num_heads: 2, key_dim: 4}}, inputs: {query: pixels, valeu: pixels}}
+          - {name: flat, layer: Flatten, inputs: att}
+          - {name: digit, layer: {Dense: {units: 10, activation: softmax}}, inputs: flat}
+        outputs: [digit]
+    """)
+    text = assert_reported(path, "model.functional.graph[0].inputs.valeu", "name: att",
+                           "MultiHeadAttention's call takes no argument 'valeu' (it takes query, "
+                           "value, key,", "did you mean 'value'?")
+    assert "missing a required argument" not in text
+    path.write_text(path.read_text().replace("valeu", "value"))
+    code, text = validate(path)
+    assert code == 0, text
+
+
 def test_undefined_tensor_is_named_with_a_suggestion(tmp_path: Path) -> None:
     path = config(tmp_path, RESIDUAL.replace("B_UNITS", "64").replace("inputs: [a, b]", "inputs: [a, bb]"))
     assert_reported(path, "model.functional.graph[3].inputs[1]", "name: res",

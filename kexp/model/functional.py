@@ -14,6 +14,7 @@ output is a layer named after the output, so the names a user monitors in callba
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from typing import Any, Mapping
@@ -223,6 +224,9 @@ class GraphBuilder:
              origins: Mapping[str, str], what: str, note: str) -> Any:
         """``layer(args)``; a failure names each input's shape and where it came from."""
         first = self.first_call.get(id(layer))
+        if isinstance(args, dict) and node.layer is not None:
+            if _unknown_call_keys(self, layer, args, at + ("inputs",)):
+                raise NodeFailed(node.name)
         try:
             result = layer(**args) if isinstance(args, dict) and node.layer is not None else layer(args)
         except Exception as exc:  # Keras raises many types for shapes that do not fit
@@ -461,4 +465,23 @@ def _model_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
+def _unknown_call_keys(builder: Any, layer: Any, args: Mapping[str, Any], at: KeyPath) -> bool:
+    """The keys of a node's ``inputs`` mapping are arguments of the layer's ``call``: a
+    misspelt ``valeu`` is said as such, not as Keras' "missing a required argument: 'value'".
+    Returns whether there was one (each is recorded with ``builder.issue``)."""
+    try:
+        params = inspect.signature(layer.call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return False  # takes any keyword
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [key for key in args if key not in names]
+    for key in unknown:
+        builder.issue(at + (key,), f"{type(layer).__name__}'s call takes no argument '{key}' "
+                      f"(it takes {', '.join(names)})", suggestion=nearest(key, names))
+    return bool(unknown)
+
+
 __all__ = ["build_functional", "output_map"]
+
