@@ -400,6 +400,46 @@ def test_strategy_report_sees_the_cluster_of_tf_config() -> None:
     assert "XLA (jit_compile): usable" in text.getvalue()
 
 
+@pytest.mark.parametrize("value, why", [
+    ("not json", "the TF_CONFIG environment variable is not valid JSON"),
+    (json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker",
+                                                                 "index": "a"}}),
+     'task.index must be an integer 0, 1, ..., not "a"'),
+    (json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 5}}),
+     "task.index 5 is out of range for 1 worker(s)"),
+    (json.dumps({"cluster": ["a:1"], "task": {"type": "worker", "index": 0}}),
+     "has a malformed 'cluster'"),
+    (json.dumps({"cluster": {"worker": ["a:1"]}}), "has no 'task'"),
+])
+def test_strategy_report_describes_a_bad_tf_config(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                   why: str) -> None:
+    """Was: MirroredStrategy parsed TF_CONFIG itself and env-report died with a traceback."""
+    from kexp.hardware.report import render_hardware, strategy_report
+
+    monkeypatch.setenv("TF_CONFIG", value)  # TensorFlow reads os.environ, not env=
+    report = strategy_report(env={"TF_CONFIG": value})
+    assert why in report["tf_config"]["error"] and report["tf_config"]["value"] == value
+    assert report["auto"]["strategy"] != "multi_worker_mirrored"  # the choice without it
+    assert "TF_CONFIG is invalid" in report["auto"]["error"]
+    assert [s["name"] for s in report["strategies"]][2:4] == ["mirrored", "multi_worker_mirrored"]
+    text = io.StringIO()
+    render_hardware(report, Console(file=text, width=400))
+    assert "TF_CONFIG: invalid, " in text.getvalue() and why in text.getvalue()
+
+
+def test_env_report_cli_with_a_bad_tf_config() -> None:
+    """A report of a broken environment: everything else, and why TF_CONFIG is invalid; exit
+    0, no traceback (was: JSONDecodeError from TensorFlow's TFConfigClusterResolver, exit 1)."""
+    done = cli(["env-report", "--json"], env={"TF_CONFIG": "not json"})
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    record = json.loads(done.stdout)
+    assert "not valid JSON" in record["hardware"]["tf_config"]["error"]
+    assert record["versions"]["tensorflow"] and record["hardware"]["xla"]["usable"] is True
+    done = cli(["env-report"], env={"TF_CONFIG": "not json", "COLUMNS": "400"})
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert "TF_CONFIG: invalid, the TF_CONFIG environment variable is not valid JSON" in done.stdout
+
+
 def test_strategy_report_sees_a_slurm_job_step() -> None:
     from kexp.hardware.report import render_hardware, strategy_report
 

@@ -4,6 +4,7 @@ GPU configuration (against a recording stand-in for ``tf.config``: there is no G
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import namedtuple
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import CONFIGS, assert_user_error, cli
 from kexp.config.loader import load_config_text
 from kexp.config.schema import ExperimentConfig
 from kexp.config.schema.hardware import ClusterSection, HardwareSection
@@ -147,18 +149,93 @@ def test_tf_config_roles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not several_workers(ClusterSection(), env=tf_config({"worker": ["w:1"]}, "worker", 0))
 
 
+TWO = {"worker": ["w:1", "w:2"]}
+
+
 @pytest.mark.parametrize("env, fragment", [
     ({"TF_CONFIG": "{not json"}, "TF_CONFIG environment variable is not valid JSON"),
-    ({"TF_CONFIG": '{"cluster": []}'}, 'TF_CONFIG must be {"cluster"'),
+    ({"TF_CONFIG": '{"cluster": []}'}, "TF_CONFIG has a malformed 'cluster' (it must be {"),
+    ({"TF_CONFIG": "[1, 2]"}, 'TF_CONFIG must be a JSON object {"cluster"'),
+    ({"TF_CONFIG": json.dumps({"cluster": TWO})}, "TF_CONFIG has no 'task'"),
+    ({"TF_CONFIG": json.dumps({"task": {"type": "worker", "index": 0}})},
+     "TF_CONFIG has no 'cluster'"),
+    ({"TF_CONFIG": json.dumps({"cluster": TWO, "task": "worker"})},
+     "TF_CONFIG has a malformed 'task'"),
+    ({"TF_CONFIG": json.dumps({"cluster": TWO, "task": {"type": "worker"}})},
+     "TF_CONFIG has no task.index"),
+    ({"TF_CONFIG": json.dumps({"cluster": TWO, "task": {"index": 0}})},
+     "TF_CONFIG has no task.type"),
+    (tf_config({}, "worker", 0), "TF_CONFIG has an empty cluster"),
+    # was: ValueError: invalid literal for int() with base 10: 'a' (exit 1, a traceback)
+    (tf_config(TWO, "worker", "a"), 'TF_CONFIG task.index must be an integer 0, 1, ..., not "a"'),
+    (tf_config(TWO, "worker", 1.5), "TF_CONFIG task.index must be an integer 0, 1, ..., not 1.5"),
+    (tf_config(TWO, "worker", 1.0), "TF_CONFIG task.index must be an integer 0, 1, ..., not 1.0"),
+    (tf_config(TWO, "worker", True), "TF_CONFIG task.index must be an integer 0, 1, ..., not true"),
+    (tf_config(TWO, "worker", None), "TF_CONFIG task.index must be an integer 0, 1, ..., not null"),
+    (tf_config(TWO, "worker", -1), "TF_CONFIG task.index must be 0 or more, not -1"),
+    (tf_config(TWO, 3, 0), "TF_CONFIG task.type must be 'chief' or 'worker', not 3"),
+    (tf_config({"worker": "w:1"}, "worker", 0),
+     'TF_CONFIG cluster.worker must be a list of "host:port" strings, not "w:1"'),
+    (tf_config({"worker": ["w:1", "w2"]}, "worker", 0), "cluster.worker must be a list of"),
+    (tf_config({"worker": ["w:1", 7]}, "worker", 0), "cluster.worker must be a list of"),
+    (tf_config({"worker": ["w:99999"]}, "worker", 0), "cluster.worker must be a list of"),
+    (tf_config({"worker": {"0": "w:1"}}, "worker", 0), "cluster.worker must be a list of"),
+    (tf_config({"chief": ["c:1", "c:2"], "worker": ["w:1"]}, "worker", 0), "2 chiefs"),
     (tf_config({"worker": ["w:1"]}, "worker", 3), "task 'worker' #3 is not in its cluster"),
+    (tf_config(TWO, "worker", 2), "task.index 2 is out of range for 2 worker(s) (0..1)"),
+    (tf_config({"chief": ["c:1"], "worker": ["w:1"]}, "chief", 1),
+     "task.index 1 is out of range for 1 chief(s) (0..0)"),
+    (tf_config(TWO, "ps", 0), "TF_CONFIG task 'ps' #0 is not in its cluster ['worker']"),
     (tf_config({"worker": ["w:1"], "ps": ["p:1"]}, "worker", 0), "parameter servers are not"),
 ])
 def test_tf_config_mistakes(env: dict, fragment: str) -> None:
-    from kexp.hardware.cluster import resolve_cluster
+    """Every malformed TF_CONFIG is a config error at hardware.cluster, for every reader."""
+    from kexp.hardware.cluster import resolve_cluster, several_workers
 
     with pytest.raises(ConfigError) as info:
         resolve_cluster(ClusterSection(), env=env)
     assert fragment in str(info.value)
+    assert info.value.issues[0].path == ("hardware", "cluster")
+    # strategy auto reads it the same way (was: a one-worker cluster was never checked, so
+    # task index 5 of 1 worker trained as a single worker)
+    with pytest.raises(ConfigError) as info:
+        several_workers(ClusterSection(), env=env)
+    assert fragment in str(info.value)
+
+
+def test_tf_config_index_as_a_string_is_taken_like_tensorflow_takes_it() -> None:
+    from kexp.hardware.cluster import resolve_cluster
+
+    info = resolve_cluster(ClusterSection(), env=tf_config(TWO, "worker", "1"))
+    assert info is not None and (info.task_type, info.task_id) == ("worker", 1)
+
+
+@pytest.mark.parametrize("tf_config_value, fragments", [
+    (tf_config(TWO, "worker", "a")["TF_CONFIG"], ['task.index must be an integer', '"a"']),
+    (tf_config({"worker": ["localhost:1"]}, "worker", 5)["TF_CONFIG"],
+     ["task 'worker' #5", "out of range for 1 worker(s)"]),
+    (tf_config({"worker": ["localhost:1"]}, "ps", 0)["TF_CONFIG"],
+     ["task 'ps' #0 is not in its cluster"]),
+])
+def test_train_refuses_a_bad_tf_config_before_training(tmp_path: Path, tf_config_value: str,
+                                                        fragments: list) -> None:
+    """Was: index 'a' exited 1 with a ValueError traceback; index 5 (or a ps task) of a
+    one-worker cluster trained as a single worker, exit 0."""
+    done = cli(["train", CONFIGS / "iris_mlp.yaml", "--output-root", tmp_path / "runs"],
+               env={"TF_CONFIG": tf_config_value})
+    assert_user_error(done, "hardware.cluster: TF_CONFIG", *fragments)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_mirrored_strategy_does_not_read_a_bad_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: TensorFlow's MirroredStrategy parsed TF_CONFIG (only to ignore it) and a malformed
+    one gave a JSONDecodeError traceback; kexp creates it without TF_CONFIG, and restores it."""
+    from kexp.hardware.strategy import make_strategy
+
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    info = make_strategy(HardwareSection(strategy="mirrored"))
+    assert info.name == "mirrored" and info.replicas >= 1
+    assert os.environ["TF_CONFIG"] == "not json"
 
 
 def test_explicit_resolvers_need_their_environment() -> None:

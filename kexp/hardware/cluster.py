@@ -38,9 +38,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from kexp.config.schema.hardware import ClusterSection
 from kexp.errors import ConfigError
@@ -80,8 +81,43 @@ class ClusterInfo:
         }
 
 
+_TF_CONFIG_SHAPE = ('{"cluster": {"worker": ["host:port", ...]}, '
+                    '"task": {"type": "worker", "index": 0}}')
+
+
+def _tf_config_error(message: str) -> ConfigError:
+    return ConfigError.single(_PATH, f"TF_CONFIG {message}")
+
+
+def _is_address(value: Any) -> bool:
+    """``host:port``, the port a number 1..65535 (``[::1]:2222`` for IPv6)."""
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host.strip() and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _task_index(raw: Any) -> int:
+    """TF_CONFIG's ``task.index``: an integer >= 0 (TensorFlow also takes one as a string)."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        return int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _tf_config_error(
+            f"task.index must be an integer 0, 1, ..., not {json.dumps(raw)}")
+    if raw < 0:
+        raise _tf_config_error(f"task.index must be 0 or more, not {raw}")
+    return raw
+
+
 def tf_config(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """``TF_CONFIG`` parsed, or None when unset; a malformed value is a user error."""
+    """``TF_CONFIG`` parsed, or None when unset; a malformed value is a user error.
+
+    Checked here, where every reader gets it (``strategy: auto``, the cluster itself, resume's
+    refusal, ``kexp env-report``): JSON; a ``cluster`` mapping each job to a list of
+    ``host:port``; only jobs ``chief`` and ``worker``; a ``task`` whose ``type`` is one of those
+    jobs and whose ``index`` is an integer in range. The value returned has ``task.index`` as
+    an int.
+    """
     env = os.environ if env is None else env
     raw = env.get("TF_CONFIG", "").strip()
     if not raw:
@@ -92,15 +128,65 @@ def tf_config(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
         raise ConfigError.single(
             _PATH, f"the TF_CONFIG environment variable is not valid JSON: {exc}"
         ) from None
-    cluster = value.get("cluster") if isinstance(value, dict) else None
-    task = value.get("task") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        raise _tf_config_error(f"must be a JSON object {_TF_CONFIG_SHAPE}")
+    cluster, task = value.get("cluster"), value.get("task")
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ConfigError.single(
-            _PATH,
-            'TF_CONFIG must be {"cluster": {"worker": ["host:port", ...]}, '
-            '"task": {"type": "worker", "index": 0}}',
-        )
-    return value
+        what = "cluster" if not isinstance(cluster, dict) else "task"
+        missing = what not in value
+        raise _tf_config_error(
+            f"has {'no' if missing else 'a malformed'} {what!r} (it must be {_TF_CONFIG_SHAPE})")
+    if not cluster:
+        raise _tf_config_error(f"has an empty cluster (it must be {_TF_CONFIG_SHAPE})")
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(_is_address(a) for a in addresses):
+            raise _tf_config_error(
+                f"cluster.{job} must be a list of \"host:port\" strings, not "
+                f"{json.dumps(addresses)[:80]}")
+    unsupported = set(cluster) - {"chief", "worker"}
+    if unsupported:
+        raise _tf_config_error(
+            f"has job(s) {sorted(unsupported)}: multi_worker_mirrored only uses "
+            "'chief' and 'worker' (parameter servers are not supported)")
+    if len(cluster.get("chief", [])) > 1:
+        raise _tf_config_error(
+            f"has {len(cluster['chief'])} chiefs: a cluster has at most one (the others are "
+            "workers)")
+    task_type = task.get("type")
+    if not isinstance(task_type, str) or not task_type:
+        raise _tf_config_error(
+            f"task.type must be 'chief' or 'worker', not {json.dumps(task_type)}" if "type" in task
+            else
+            "has no task.type ('chief' or 'worker')")
+    if "index" not in task:
+        raise _tf_config_error("has no task.index (which of the cluster's tasks is this one?)")
+    index = _task_index(task["index"])
+    if task_type not in cluster:
+        raise _tf_config_error(
+            f"task {task_type!r} #{index} is not in its cluster {sorted(cluster)}")
+    count = len(cluster[task_type])
+    if index >= count:
+        raise _tf_config_error(
+            f"task {task_type!r} #{index} is not in its cluster: task.index {index} is out of "
+            f"range for {count} {task_type}(s) (0..{count - 1})" if count else
+            f"task {task_type!r} #{index} is not in its cluster: it has no {task_type}")
+    return {**value, "task": {**task, "index": index}}
+
+
+@contextmanager
+def tf_config_hidden() -> Iterator[None]:
+    """``TF_CONFIG`` out of ``os.environ`` for the duration (restored after).
+
+    ``MirroredStrategy`` parses ``TF_CONFIG`` only to log that it ignores it (eager mode), and
+    fails with a JSON traceback on a malformed one; a single-machine strategy must not depend
+    on it, so it is created without it.
+    """
+    saved = os.environ.pop("TF_CONFIG", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TF_CONFIG"] = saved
 
 
 def _slurm_tasks(env: Mapping[str, str]) -> int:
@@ -163,24 +249,10 @@ def _from_workers(section: ClusterSection, env: Mapping[str, str]) -> ClusterInf
 def _from_tf_config(env: Mapping[str, str]) -> ClusterInfo:
     from kexp.tf import tf
 
-    value = tf_config(env)
+    value = tf_config(env)  # checked there: the task is in the cluster, its jobs supported
     assert value is not None
-    task_type = str(value["task"].get("type", ""))
-    task_id = int(value["task"].get("index", 0))
-    spec = {str(k): [str(a) for a in v] for k, v in value["cluster"].items()}
-    if task_type not in spec or not 0 <= task_id < len(spec[task_type]):
-        raise ConfigError.single(
-            _PATH,
-            f"TF_CONFIG's task {task_type!r} #{task_id} is not in its cluster "
-            f"{sorted(spec)}",
-        )
-    unsupported = set(spec) - {"chief", "worker"}
-    if unsupported:
-        raise ConfigError.single(
-            _PATH,
-            f"TF_CONFIG has job(s) {sorted(unsupported)}: multi_worker_mirrored only uses "
-            "'chief' and 'worker' (parameter servers are not supported)",
-        )
+    task_type, task_id = value["task"]["type"], value["task"]["index"]
+    spec = {job: list(addresses) for job, addresses in value["cluster"].items()}
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return ClusterInfo("tf_config", spec, task_type, task_id, resolver)
 

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from kexp.config.schema.hardware import HardwareSection
+from kexp.errors import ConfigError
 
 
 def _cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
@@ -71,14 +72,20 @@ def _xla(tf: Any) -> dict[str, Any]:
 
 
 def _mirrored(tf: Any, gpus: list[str], cpus: list[str]) -> dict[str, Any]:
-    strategy = tf.distribute.MirroredStrategy(devices=None if gpus else cpus)
+    from kexp.hardware.cluster import tf_config_hidden
+
+    with tf_config_hidden():  # as kexp train creates it (TF would choke on a bad TF_CONFIG)
+        strategy = tf.distribute.MirroredStrategy(devices=None if gpus else cpus)
     return {"name": "mirrored", "replicas": int(strategy.num_replicas_in_sync),
             "devices": [str(d) for d in strategy.extended.worker_devices], "note": ""}
 
 
 def _multi_worker(cluster: dict[str, Any] | None, slurm: dict[str, Any] | None,
-                  local: list[str]) -> dict[str, Any]:
+                  local: list[str], cluster_error: str | None = None) -> dict[str, Any]:
     entry = {"name": "multi_worker_mirrored", "devices": local}
+    if cluster_error is not None:
+        return {**entry, "replicas": len(local),
+                "note": "TF_CONFIG is invalid (see below): kexp train stops before training"}
     if cluster is not None:
         jobs = cluster["cluster"]
         workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
@@ -109,24 +116,35 @@ def strategy_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     first = gpus[0] if gpus else cpus[0]
     try:
         cluster = tf_config(env)
-    except Exception as exc:  # a malformed TF_CONFIG is reported, not fatal here
-        cluster, cluster_error = None, str(exc)
+    except ConfigError as exc:  # a malformed TF_CONFIG is reported, not fatal here
+        cluster = None
+        cluster_error = "; ".join(issue.message.removeprefix("TF_CONFIG ")
+                                  for issue in exc.issues)
     else:
         cluster_error = None
     strategies = [
         {"name": "default", "replicas": 1, "devices": [first], "note": "no distribution"},
         {"name": "one_device", "replicas": 1, "devices": [first], "note": ""},
         _mirrored(tf, gpus, cpus),
-        _multi_worker(cluster, slurm_step(env), gpus or cpus[:1]),
+        _multi_worker(cluster, slurm_step(env), gpus or cpus[:1], cluster_error),
         {"name": "tpu", "replicas": len(tpus), "devices": tpus,
          "note": "" if tpus else "no TPU visible (set hardware.tpu to connect to one)"},
     ]
-    auto = choose(HardwareSection(), Devices(gpus, tpus, len(cpus)), env)
+    # with a bad TF_CONFIG: what auto would pick without it (kexp train stops instead)
+    auto_env = env if cluster_error is None else {k: v for k, v in env.items()
+                                                   if k != "TF_CONFIG"}
+    auto = choose(HardwareSection(), Devices(gpus, tpus, len(cpus)), auto_env)
     auto_replicas = next(s["replicas"] for s in strategies if s["name"] == auto)
+    auto_record: dict[str, Any] = {"strategy": auto, "replicas": auto_replicas}
+    if cluster_error is not None:
+        auto_record["error"] = ("TF_CONFIG is invalid: kexp train with strategy auto or "
+                                "multi_worker_mirrored stops with exit code 2 (this is the "
+                                "choice without it)")
     return {
         "strategies": strategies,
-        "auto": {"strategy": auto, "replicas": auto_replicas},
-        "tf_config": cluster if cluster_error is None else {"error": cluster_error},
+        "auto": auto_record,
+        "tf_config": cluster if cluster_error is None else {
+            "error": cluster_error, "value": str(env.get("TF_CONFIG"))[:500]},
         "slurm": slurm_step(env),
         "xla": _xla(tf),
         "mixed_precision": _precision(tf, tpus),
@@ -159,7 +177,13 @@ def render_hardware(report: Mapping[str, Any], console: Any) -> None:
                       entry.get("note") or "")
     console.print(table)
     cluster = report.get("tf_config")
-    console.print(f"TF_CONFIG: {cluster if cluster else 'not set'}", markup=False)
+    if isinstance(cluster, Mapping) and "error" in cluster:
+        console.print(f"TF_CONFIG: invalid, {cluster['error']} (TF_CONFIG is "
+                      f"{cluster.get('value')!r})", markup=False)
+        if auto.get("error"):
+            console.print(auto["error"], markup=False)
+    else:
+        console.print(f"TF_CONFIG: {cluster if cluster else 'not set'}", markup=False)
     slurm = report.get("slurm")
     if slurm:
         console.print(f"Slurm job step: {slurm['tasks']} task(s) on {slurm.get('nodes') or '-'},"

@@ -23,7 +23,13 @@ from typing import Any, Mapping
 from kexp.config.schema.hardware import HardwareSection
 from kexp.hardware import keras_20585
 from kexp.errors import ConfigError
-from kexp.hardware.cluster import ClusterInfo, bound_start, resolve_cluster, several_workers
+from kexp.hardware.cluster import (
+    ClusterInfo,
+    bound_start,
+    resolve_cluster,
+    several_workers,
+    tf_config_hidden,
+)
 from kexp.hardware.devices import Devices, configure_devices, logical_names
 from kexp.tf import tf
 
@@ -137,7 +143,8 @@ def make_strategy(hardware: HardwareSection, *, connect: bool = True) -> Strateg
     elif kind == "mirrored":
         # all visible GPUs; without GPUs, every logical CPU (one unless cpu_devices split it)
         local = None if devices.gpus else logical_names("CPU")
-        strategy = tf.distribute.MirroredStrategy(devices=local)
+        with tf_config_hidden():  # TF would parse it only to ignore it (a bad one: traceback)
+            strategy = tf.distribute.MirroredStrategy(devices=local)
     elif kind == "one_device":
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if devices.gpus else "/cpu:0")
     else:
