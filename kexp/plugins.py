@@ -14,8 +14,12 @@ its components itself, so that plain ``keras.models.load_model`` works after ``i
 the module; components left undecorated are registered here, under the module's name as
 package, so they still work by name and in kexp's own commands.
 
-Each import is recorded (entry, resolved file, sha256): the run's manifest keeps the records,
-and ``kexp evaluate``/``predict`` import the same files again and report those that changed.
+Each import is recorded (entry, module name, resolved file, sha256): the run's manifest keeps
+the records, and ``kexp evaluate``/``predict``/``reproduce``/``resume`` import the same files
+again, each under the module name the run recorded (so ``comp>Scale`` is always the class of the
+file the run imported as ``comp``, never another plugin's). A changed plugin is reported by
+evaluate/predict/reproduce and refused by resume; a missing one (or one that fails to import)
+is refused, as a model built with its classes cannot be loaded faithfully without it.
 """
 
 from __future__ import annotations
@@ -82,11 +86,17 @@ def import_plugins(
     return records
 
 
-def import_plugin(entry: str, base_dir: Path | None = None) -> PluginRecord:
-    """Import one plugin file or module and register its Keras components."""
+def import_plugin(entry: str, base_dir: Path | None = None,
+                  module_name: str | None = None) -> PluginRecord:
+    """Import one plugin file or module and register its Keras components.
+
+    ``module_name``: for a file, the module name a run recorded for it, so that its
+    components get the registered names (``module>Name``) the run's model uses.
+    """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if is_file_entry(entry):
-        module, search_path = _import_file((base / Path(entry).expanduser()).resolve()), None
+        file = (base / Path(entry).expanduser()).resolve()
+        module, search_path = _import_file(file, module_name), None
     else:
         module, search_path = _import_module(entry, base), str(base.resolve())
     file = getattr(module, "__file__", None)
@@ -123,24 +133,45 @@ def check_files(loaded: Any) -> None:
         and (problem := _file_problem(Path(entry).expanduser().resolve())) is not None
     ]
     if issues:
-        raise ConfigError(loaded.locate_issues(issues))
+        base = loaded.file.parent if loaded.file is not None else None
+        hint = _recorded_hint(base) if base is not None and _recorded_in(base) else None
+        raise ConfigError(loaded.locate_issues(issues), hint=hint)
 
 
-def _import_file(file: Path) -> types.ModuleType:
+def _recorded_hint(run_dir: Path) -> str:
+    """What a missing or broken plugin of a run's own config means, and what to do."""
+    return (f"the run in {run_dir} was trained with these plugins (its manifest.json records "
+            "each file and its sha256): its model cannot be rebuilt, resumed or loaded "
+            "faithfully without them; restore the file as the run used it, or start a new run")
+
+
+def _file_of(module: types.ModuleType | None) -> Path | None:
+    file = getattr(module, "__file__", None) if module is not None else None
+    return Path(file).resolve() if file else None
+
+
+def _import_file(file: Path, recorded: str | None = None) -> types.ModuleType:
+    """Import a plugin file: under ``recorded`` (the module name a run recorded for it),
+    else under its stem, or ``kexp_plugin_<stem>_<hash>`` when the stem is another module's."""
     problem = _file_problem(file)
     if problem is not None:
         raise PluginError(problem)
     digest = sha256(file)
     previous = _IMPORTED.get(str(file))
-    if previous is not None and previous.sha256 == digest and previous.module in sys.modules:
+    if (previous is not None and previous.sha256 == digest
+            and (recorded is None or previous.module == recorded)
+            and _file_of(sys.modules.get(previous.module)) == file):
         return sys.modules[previous.module]  # already imported, unchanged: do not run it twice
-    name = file.stem if file.stem.isidentifier() else "kexp_plugin"
+    name = recorded or (file.stem if file.stem.isidentifier() else "kexp_plugin")
     loaded = sys.modules.get(name)
     if loaded is not None:
-        if previous is None and Path(getattr(loaded, "__file__", "") or "").resolve() == file:
+        if previous is None and _file_of(loaded) == file:
             return loaded  # the user imported this very file already: Python's cache
-        if Path(getattr(loaded, "__file__", "") or "").resolve() != file:
+        plugin = any(r.module == name for r in _IMPORTED.values())
+        if _file_of(loaded) != file and not (recorded and plugin):
             name = f"kexp_plugin_{name}_{digest[:8]}"  # do not shadow an unrelated module
+        # else: the run's name, held by another plugin file imported in this process (another
+        # run's): this file takes it over, so that the run's model gets this file's classes
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise PluginError(f"cannot import plugin file {file}")
@@ -273,23 +304,34 @@ def records_for(entries: Sequence[str]) -> list[PluginRecord]:
 def import_config_plugins(loaded: Any) -> list[PluginRecord]:
     """Import the plugins of a :class:`~kexp.config.loader.LoadedConfig` (before its model).
 
-    A config that is a run's saved ``config.yaml`` (``kexp reproduce``, resume) finds module
-    plugins through the search path the run recorded, and a plugin file that changed since
-    the run is reported.
+    A config that is a run's saved ``config.yaml`` (``kexp reproduce``, resume) imports each
+    plugin file under the module name the run recorded (the registered names of its
+    components are the run's), finds module plugins through the search path the run
+    recorded, and reports a plugin file that changed since the run. (A resume has refused a
+    changed one already: :func:`kexp.training.resume.plan_resume`.) A recorded plugin that
+    is gone or fails to import is a ConfigError that says why it is needed.
     """
     base = loaded.file.parent if loaded.file is not None else Path.cwd()
     recorded = _recorded_in(base)
-    if recorded:
-        for note in changed(recorded):
-            warn(f"plugin of the run: {note}")
-        by_entry = {r.get("entry"): r for r in recorded}
-        search = {e: Path(r["search_path"]) for e, r in by_entry.items() if r.get("search_path")}
-        if search:
-            records = []
-            for index, entry in enumerate(loaded.config.plugins):
-                records.extend(import_plugins([entry], search.get(entry, base), ("plugins", index)))
-            return records
-    return import_plugins(loaded.config.plugins, base)
+    if not recorded:
+        return import_plugins(loaded.config.plugins, base)
+    for record in recorded:
+        if state(record)[0] == "changed":
+            warn(f"plugin of the run: {record['path']} (content changed since the run)")
+    by_entry = {r.get("entry"): r for r in recorded}
+    records: list[PluginRecord] = []
+    issues: list[ConfigIssue] = []
+    for index, entry in enumerate(loaded.config.plugins):
+        record = by_entry.get(entry) or {}
+        where = Path(record["search_path"]) if record.get("search_path") else base
+        name = record.get("module") if is_file_entry(entry) else None
+        try:
+            records.append(import_plugin(entry, where, name))
+        except PluginError as exc:
+            issues.append(ConfigIssue(("plugins", index), str(exc)))
+    if issues:
+        raise ConfigError(issues, hint=_recorded_hint(base))
+    return records
 
 
 def _recorded_in(run_dir: Path) -> list[dict[str, Any]]:
@@ -303,7 +345,8 @@ def _recorded_in(run_dir: Path) -> list[dict[str, Any]]:
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    return list(data.get("plugins") or []) if isinstance(data, dict) else []
+    records = data.get("plugins") if isinstance(data, dict) else None
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
 def warn(message: str) -> None:
@@ -315,40 +358,62 @@ def warn(message: str) -> None:
     )
 
 
+def state(record: dict[str, Any]) -> tuple[str, str | None]:
+    """How a recorded plugin's file compares with the run's record, and its sha256 now:
+    ``same``, ``changed``, ``missing``, or ``unknown`` (nothing recorded to compare)."""
+    file = record.get("path")
+    if not file:
+        return "unknown", None  # a module recorded without its file: nothing to compare
+    try:
+        digest = sha256(file)
+    except OSError:
+        return "missing", None
+    if not record.get("sha256"):
+        return "unknown", digest
+    return ("same" if digest == record["sha256"] else "changed"), digest
+
+
 def changed(records: Iterable[dict[str, Any]]) -> list[str]:
     """Recorded plugins whose file now differs from what the run used, or is gone."""
     notes = []
     for record in records:
-        file = record.get("path")
-        if not file:
-            continue  # a module recorded without its file: nothing to compare
-        try:
-            if record.get("sha256") and sha256(file) != record["sha256"]:
-                notes.append(f"{file} (content changed since the run)")
-            elif not Path(file).is_file():
-                notes.append(f"{file} (missing)")
-        except OSError:
-            notes.append(f"{file} (missing)")
+        what = state(record)[0]
+        if what == "changed":
+            notes.append(f"{record['path']} (content changed since the run)")
+        elif what == "missing":
+            notes.append(f"{record['path']} (missing)")
     return notes
 
 
-def load_recorded(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Import the plugins a run recorded in its manifest; returns what to warn about.
+def load_recorded(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Import the plugins a run recorded in its manifest: what changed, and what is unavailable.
 
-    Each is imported from the file the run used (a module entry by name, with its recorded
-    search path, so the same module is found). A plugin that changed is still imported, and
-    reported; one that is gone or fails is reported, and loading the model may then fail.
+    Each file is imported from the path the run used, under the module name the run recorded
+    (so the registered names its model uses find that file's classes, never those of another
+    plugin file with the same name); a module entry by name, with its recorded search path,
+    so the same module is found. A plugin that changed is still imported, and is in the first
+    list (to warn about). One that is gone or fails to import is in the second: the caller
+    decides whether the model can load faithfully without it (:mod:`kexp.runs`).
     """
-    notes = changed(records)
+    notes: list[str] = []
+    unavailable: list[str] = []
     for record in records:
         file = record.get("path")
         entry = record.get("entry") or file or ""
+        what, _ = state(record)
         try:
             if is_file_entry(entry):
-                if file and Path(file).is_file():  # else: reported as missing
-                    import_plugin(str(file))
+                if what == "missing" or not file:
+                    unavailable.append(f"{file or entry} is missing")
+                    continue
+                imported = import_plugin(str(file), module_name=record.get("module"))
             else:
-                import_plugin(entry, Path(record.get("search_path") or Path.cwd()))
+                imported = import_plugin(entry, Path(record.get("search_path") or Path.cwd()))
         except PluginError as exc:
-            notes.append(f"{entry} could not be imported: {exc}")
-    return notes
+            unavailable.append(f"{file or entry} cannot be imported ({exc})")
+            continue
+        if what == "changed":
+            notes.append(f"{file} (content changed since the run)")
+        elif file and imported.path != str(Path(file).resolve()):
+            notes.append(f"{entry} (now imported from {imported.path}; the run used {file})")
+    return notes, unavailable

@@ -53,11 +53,19 @@ def resolve_target(target: str | Path) -> Target:
 
 
 def _with_plugins(target: Target) -> Target:
-    """Import the run's plugins (as its manifest recorded them) and report changed ones."""
+    """Import the run's plugins (as its manifest recorded them) and report changed ones.
+
+    A recorded plugin that is gone or fails to import is refused (UserError), unless the
+    model saves no custom component at all: with one missing, the model's registered names
+    could find another plugin's class of the same name, or none, and the results would not
+    be the run's. A changed plugin is only warned about (usually a fix the user wants).
+    """
     from kexp.plugins import load_recorded, warn
 
     manifest = target.manifest()
     records = manifest.data.get("plugins") if manifest is not None else None
+    if not isinstance(records, list):
+        records = None
     if not records and target.config is not None and target.config.plugins:
         from kexp.config.schema.plugins import is_file_entry
 
@@ -67,11 +75,45 @@ def _with_plugins(target: Target) -> Target:
         ]
     if not records:
         return target
-    notes = load_recorded(records)
+    notes, unavailable = load_recorded([r for r in records if isinstance(r, dict)])
+    if unavailable and uses_custom_objects(target.model_file):
+        raise UserError(
+            f"cannot load {target.model_file} faithfully: its run was trained with plugin "
+            f"code that is not available now: {'; '.join(unavailable)}. A model built with a "
+            "plugin's classes cannot be loaded faithfully without that plugin (its components' "
+            "names would find another plugin's class of the same name, or none). Restore the "
+            "file as the run used it (manifest.json records its path and sha256)"
+        )
+    notes += [f"{what} (the model saves no custom component, so it is not needed)"
+              for what in unavailable]
     for note in notes:
         warn(f"plugin of the run: {note}")
     target.plugin_notes = tuple(notes)
     return target
+
+
+def uses_custom_objects(model_file: Path) -> bool:
+    """Whether a saved model names a registered custom component (``package>Name``: every
+    custom class or function Keras registers has one, no built-in has). True when the model's
+    config cannot be read: then a plugin cannot be said to be unneeded."""
+    import zipfile
+
+    try:
+        if model_file.suffix == ".keras":
+            with zipfile.ZipFile(model_file) as archive:
+                text = archive.read("config.json").decode("utf-8")
+        else:
+            import h5py
+
+            with h5py.File(model_file, "r") as h5:
+                parts = [h5.attrs.get(key) for key in ("model_config", "training_config")]
+            text = "".join(p.decode("utf-8") if isinstance(p, bytes) else str(p)
+                           for p in parts if p is not None)
+    except Exception:
+        return True
+    if not text:
+        return True
+    return ">" in text
 
 
 def _find_target(target: str | Path) -> Target:

@@ -13,6 +13,10 @@ A config given with the resume is compared key by key with the saved one
 with its key path and line; safe ones (``train.epochs``, a callback's ``patience``, ...) are
 shown, applied, written into ``config.yaml`` and recorded with the resume.
 
+The run's plugins must be the files it trained with (:func:`refuse_changed_plugins`): a
+plugin whose sha256 differs from the manifest's record, or that is gone, is refused like an
+unsafe config change, and the recorded hashes are never replaced.
+
 The run's lock (:mod:`kexp.training.lock`) is taken before the saved state is read, and held
 by the plan until the training session that continues the run ends: a second ``kexp resume``
 of a run that is being trained is refused before it reads or writes anything in it.
@@ -97,7 +101,12 @@ class ResumePlan:
         a killed process left.
         """
         from kexp.environment import numerics
+        from kexp.plugins import records_for
 
+        # the plugins this process imported are those the run recorded (checked when
+        # planned; again here, before the manifest's records are written over)
+        refuse_changed_plugins(self.run_dir, self.manifest.data.get("plugins"),
+                               [r.as_dict() for r in records_for(config.plugins)])
         for change in self.changes:
             say.print(f"changed on resume: {change}", markup=False)
         data = self.manifest.data
@@ -172,8 +181,8 @@ def plan_resume(run_dir: str | Path, config: Any = None) -> ResumePlan:
     :meth:`ResumePlan.release`) around the training session.
 
     Raises UserError/ConfigError (exit 2) when it cannot: not a run directory, a multi-worker
-    run, a run another process is training, the data it trained on changed, an unsafe config
-    difference, nothing left to train. Nothing in the run directory is written before that.
+    run, a run another process is training, the data it trained on changed, a plugin file
+    changed or gone, an unsafe config difference, nothing left to train. Nothing in the run directory is written before that.
     """
     from kexp.preflight import check_run_dir
 
@@ -289,8 +298,55 @@ def _plan(run_dir: Path, saved: LoadedConfig, loaded: LoadedConfig,
             f"the data {run_dir} trained on has changed since, so resuming would not continue "
             f"the same experiment: {'; '.join(changed)}. Start a new run instead"
         )
+    refuse_changed_plugins(run_dir, manifest.data.get("plugins"))
     saved_indices = read_indices(run_dir / "splits.npz")
     return ResumePlan(run_dir, loaded, manifest, snapshot, saved_indices, changes)
+
+
+def refuse_changed_plugins(run_dir: Path, records: Any, imported: Any = None) -> None:
+    """Refuse (UserError, exit 2) a resume whose plugin code differs from what the run used.
+
+    A plugin is code the model trains with, like its config: an edited plugin file would
+    train the remaining epochs with other code under the run's name, and its manifest (one
+    sha256 per plugin) could then describe neither. ``records`` are the manifest's plugin
+    records, compared with the files now; ``imported``, the records of the plugins this
+    process imported for the resume (compared again, right before the run is written to).
+    The recorded hashes are never replaced.
+    """
+    from kexp.plugins import state
+
+    if not isinstance(records, list):
+        return  # killed before the plugins were recorded: nothing to compare
+    now = {r.get("entry"): r for r in imported or [] if isinstance(r, dict)}
+    problems = []
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        file, recorded = record.get("path") or record.get("entry"), record.get("sha256") or ""
+        if imported is None:
+            what, digest = state(record)
+        else:
+            current = now.get(record.get("entry")) or {}
+            digest = current.get("sha256")
+            same = current.get("path") == record.get("path") and digest == recorded
+            what = "same" if same or not recorded else "changed" if digest else "missing"
+            if what == "changed" and current.get("path") != record.get("path"):
+                problems.append(f"{record.get('entry')} is now {current.get('path')}, not the "
+                                f"file the run used ({file}, sha256 {recorded[:12]})")
+                continue
+        if what == "changed":
+            problems.append(f"{file} changed since the run used it (sha256 {recorded[:12]} "
+                            f"recorded, {(digest or '')[:12]} now)")
+        elif what == "missing":
+            problems.append(f"{file} is missing (the run used sha256 {recorded[:12]})")
+    if problems:
+        raise UserError(
+            f"{run_dir} cannot be resumed: the plugin code it trained with has changed, so the "
+            f"resumed epochs would train other code under the run's name: "
+            f"{'; '.join(problems)}. Restore the plugin file(s) as the run used them (the "
+            "manifest records each sha256), or start a new run with the edited plugin "
+            f"(kexp train CONFIG, or kexp train {run_dir / 'config.yaml'})"
+        )
 
 
 def _issue(loaded: LoadedConfig, path: tuple, message: str) -> ConfigIssue:
