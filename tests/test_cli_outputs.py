@@ -348,12 +348,15 @@ def test_an_output_suffix_that_names_no_format_is_refused(tmp_path: Path) -> Non
 ])
 def test_a_damaged_manifest_is_a_clear_refusal(runs: dict[str, Path], tmp_path: Path,
                                                manifest: str, says: str) -> None:
-    """Was: JSONDecodeError / AttributeError tracebacks from evaluate, predict, reproduce."""
+    """Was: JSONDecodeError / AttributeError tracebacks from evaluate, predict, reproduce.
+    (Every command reads the manifest with the same ``Manifest.load``: each is tried on the
+    first damage, and evaluate on the others, to keep the suite's subprocesses few.)"""
     run = tmp_path / "run"
     shutil.copytree(runs["iris"], run)
     (run / "manifest.json").write_text(manifest)
-    for args in (["evaluate", run], ["predict", run, "--input", DATA / "iris_test.csv"],
-                 ["reproduce", run], ["evaluate", run / "model.keras"]):
+    commands = (["evaluate", run], ["predict", run, "--input", DATA / "iris_test.csv"],
+                ["reproduce", run], ["evaluate", run / "model.keras"])
+    for args in commands if manifest == "{bad" else commands[:1]:
         assert_user_error(cli(args), says, "manifest.json")
 
 
