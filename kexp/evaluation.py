@@ -12,6 +12,8 @@ file the run was trained on has changed since.
 
 from __future__ import annotations
 
+import os
+
 import re
 from pathlib import Path
 from typing import Any
@@ -108,15 +110,37 @@ def evaluate(
             f"has {found_label.group(2)} classes: sparse categorical labels must be in "
             f"[0, {found_label.group(2)})") from None
     metrics = {k: float(v) for k, v in scores.items()}
-    result = {
-        "model": str(found.model_file),
-        "split": split,
+    result = {  # absolute: the record is read later, from anywhere
+        "model": str(Path(found.model_file).absolute()),
+        "split": split if data is None else str(Path(data).absolute()),
         "examples": len(arrays),
         "metrics": metrics,
     }
     say.print(metrics_table({split: metrics}, title=f"evaluation of {found.model_file.name}"))
     target_file, option = (Path(output), "--output") if output is not None else (record, None)
+    if record is not None and output is None:
+        target_file = _new_record(record)
     if target_file is not None:
         with writing(target_file, option or "the evaluation record"):
             write_json(target_file, result)
     return result
+
+
+def _new_record(planned: Path) -> Path:
+    """``planned`` (``evaluations/<UTC second>.json``), or ``<second>-2.json``, ``-3``, ...
+    if an evaluation in the same second (from Python, or a second process) took it first.
+
+    The name is reserved by creating the file exclusively, so two processes never pick the
+    same one; the record then replaces the empty file atomically. Was: a later evaluation in
+    the same second overwrote the earlier one's record.
+    """
+    planned.parent.mkdir(parents=True, exist_ok=True)
+    for count in range(1, 10_000):
+        name = planned if count == 1 else planned.with_name(f"{planned.stem}-{count}.json")
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return name
+    raise UserError(f"cannot record the evaluation in {planned.parent}: 10,000 records of "
+                    f"the second {planned.stem} are there already")

@@ -164,6 +164,30 @@ def test_evaluate_agrees_with_training(run: Path) -> None:
     assert (run / "evaluation.json").read_text()  # the training-time record is kept
 
 
+def test_evaluations_in_the_same_second_each_keep_their_record(run: Path) -> None:
+    """Was: records were named by the second, and a later evaluation from Python in the same
+    second replaced the earlier one's (3 records of 6 evaluations)."""
+    import io
+
+    from rich.console import Console
+
+    import kexp
+    from kexp.manifest import now
+
+    folder = run / "evaluations"
+    before = set(folder.glob("*.json")) if folder.exists() else set()
+    quiet = Console(file=io.StringIO())
+    stamp = now()
+    while now() == stamp:  # start at a new second: three evaluations then share one
+        pass
+    results = [kexp.evaluate(run, out=quiet) for _ in range(3)]
+    new = sorted(set(folder.glob("*.json")) - before)
+    assert len(new) == 3, new
+    assert all(json.loads(path.read_text()) in results for path in new)
+    assert {json.loads(path.read_text())["model"] for path in new} == {
+        str((run / "model.keras").absolute())}
+
+
 def test_evaluate_model_file_with_data_option(run: Path) -> None:
     done = cli(["evaluate", run / "model.h5", "--data", DATA / "digits_test.npz",
                 "--x", "images", "--y", "labels", "--json"])
