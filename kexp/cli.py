@@ -315,7 +315,7 @@ def predict(
             sys.stdout.write(to_csv(columns))
         else:
             rows = len(next(iter(columns.values()))) if columns else 0
-            err.print(f"wrote {rows} predictions to {output}")
+            err.print(f"wrote {rows} predictions to {output}", soft_wrap=True)
 
     _run(debug, action)
 
@@ -403,7 +403,7 @@ def validate(
             with writing(plot, "--plot"):
                 note = plot_model(model, plot)
             if note is None:
-                err.print(f"wrote {plot}", markup=False)
+                err.print(f"wrote {plot}", markup=False, soft_wrap=True)
             else:
                 err.print("[yellow]note:[/yellow] ", end="")
                 err.print(f"no plot written: {note}", markup=False, soft_wrap=True)
@@ -435,7 +435,7 @@ def schema(
             sys.stdout.write(text)
         else:
             write_generated(output, text, fmt=fmt)
-            err.print(f"wrote {output}")
+            err.print(f"wrote {output}", soft_wrap=True)
 
     _run(debug, action)
 
@@ -456,7 +456,7 @@ def init(
 
         done = write_starter(path, functional=functional)
         for written in done.written:
-            err.print(f"wrote {written}", markup=False)
+            err.print(f"wrote {written}", markup=False, soft_wrap=True)
         for kept in done.kept:
             err.print(f"kept  {kept} (already there)", markup=False)
         out.print(f"next: kexp validate {path} && kexp train {path}", markup=False)

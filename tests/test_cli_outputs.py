@@ -473,8 +473,10 @@ def test_ctrl_c_after_saved_leaves_a_completed_run_and_no_traceback(tmp_path: Pa
     process = subprocess.Popen([sys.executable, "-m", "kexp", "train", str(config)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    saved = ""
     for line in process.stdout:
         if line.startswith("saved:"):
+            saved = line
             time.sleep(0.2)  # the teardown, where the bare signal killed the process
             process.send_signal(signal.SIGINT)
             break
@@ -483,6 +485,8 @@ def test_ctrl_c_after_saved_leaves_a_completed_run_and_no_traceback(tmp_path: Pa
     assert "Traceback" not in stderr
     (manifest,) = (tmp_path / "runs").glob("*/*/manifest.json")
     assert json.loads(manifest.read_text())["status"] == "completed"
+    # the whole path on its one line, however long (was: folded at 80 columns into a pipe)
+    assert len(saved) > 80 and saved.rstrip("\n") == f"saved: {manifest.parent}"
 
 
 def test_keys_per_output_on_the_command_line() -> None:

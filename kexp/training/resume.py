@@ -142,7 +142,7 @@ class ResumePlan:
             write_text(record, with_resume_overrides(old, self.loaded.overrides, len(resumes),
                                                      resumes[-1]["started_at"]))
         where = self.position.describe(self.snapshot.steps_per_epoch if self.snapshot else None)
-        say.print(f"[bold]kexp[/bold] resuming {self.run_dir} from {where}")
+        say.print(f"[bold]kexp[/bold] resuming {self.run_dir} from {where}", soft_wrap=True)
 
     def _clean(self, config: ExperimentConfig) -> None:
         """Remove what a killed process left: temporaries of interrupted writes (never a

@@ -293,7 +293,8 @@ def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
                 manifest.save()
                 say.print(f"[bold]kexp[/bold] run directory: {run_dir}" if scratch is None else
                           f"[bold]kexp[/bold] this worker's scratch copy of the run (removed "
-                          f"at the end; the chief writes the run directory): {run_dir}")
+                          f"at the end; the chief writes the run directory): {run_dir}",
+                          soft_wrap=True)
             manifest.record_data_files(splits.files)
             manifest.update(plugins=[r.as_dict() for r in records_for(config_obj.plugins)])
             manifest.update(splits=splits.record(), strategy=info.record())
@@ -388,7 +389,7 @@ def _fit_and_save(
                   f"fixed, {escape(resume_command(run_dir))} writes the missing files",
                   highlight=False)
     elif chief:
-        say.print(f"saved: {run_dir}")
+        say.print(f"saved: {run_dir}", soft_wrap=True)  # one line, for scripts
     else:  # run_dir is this worker's scratch copy, removed as the run ends
         say.print("done: the chief wrote the run directory; this worker's scratch copy is "
                   "removed")
