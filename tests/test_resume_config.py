@@ -301,3 +301,14 @@ def _set_config(run_dir: Path, **hardware: Any) -> None:
     data = yaml.safe_load(path.read_text())
     data["hardware"] = {**data["hardware"], **hardware}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_run_early_stopping_ended_points_to_a_new_run(tmp_path: Path) -> None:
+    """Was: 'resuming would stop again at once' and nothing more; the README's resume example
+    met it on every shipped config's run (newcomer)."""
+    run_dir = _run_dir(tmp_path, status="completed", epochs_completed=2)
+    done = _cli(["resume", run_dir, "--set", "train.epochs=60"])
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert "a callback stopped it early, after epoch 2 of 4" in text
+    assert f"start a new run from its config: kexp train {run_dir / 'config.yaml'} --set" in text

@@ -280,7 +280,9 @@ def _plan(run_dir: Path, saved: LoadedConfig, loaded: LoadedConfig,
         if done < saved_epochs:
             raise UserError(
                 f"{run_dir} completed: a callback stopped it early, after epoch {done} of "
-                f"{saved_epochs}; resuming would stop again at once"
+                f"{saved_epochs}; resuming would stop again at once. To train on with other "
+                f"settings, start a new run from its config: kexp train "
+                f"{run_dir / 'config.yaml'} --set KEY=VALUE"
             )
         if epochs <= done:
             raise UserError(
