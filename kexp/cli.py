@@ -238,7 +238,8 @@ def reproduce(
         raise typer.Exit(code)
 
 
-KeysOption = "KEY or OUTPUT=KEY"
+InputKeys = "KEY or INPUT=KEY"
+OutputKeys = "KEY or OUTPUT=KEY"
 
 
 @app.command()
@@ -246,16 +247,16 @@ def evaluate(
     target: Path = typer.Argument(..., help="A run directory or a .keras/.h5 model file."),
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluate on this csv/npz file."),
     x: Optional[List[str]] = typer.Option(
-        None, "--x", metavar=KeysOption,
+        None, "--x", metavar=InputKeys,
         help="npz key of the features (INPUT=KEY, repeated, for several inputs)."),
     y: Optional[List[str]] = typer.Option(
-        None, "--y", metavar=KeysOption,
+        None, "--y", metavar=OutputKeys,
         help="npz key of the labels (OUTPUT=KEY, repeated, for several outputs)."),
     label: Optional[List[str]] = typer.Option(
         None, "--label", metavar="COLUMN or OUTPUT=COLUMN",
         help="csv column of the labels (OUTPUT=COLUMN, repeated, for several outputs)."),
     features: Optional[List[str]] = typer.Option(
-        None, "--feature", help="csv feature column (repeat for several)."
+        None, "--feature", metavar="COLUMN", help="csv feature column (repeat for several)."
     ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Write the JSON here (a new file)."),
@@ -293,10 +294,10 @@ def predict(
         "default: stdout."
     ),
     x: Optional[List[str]] = typer.Option(
-        None, "--x", metavar=KeysOption,
+        None, "--x", metavar=InputKeys,
         help="npz key of the features (INPUT=KEY, repeated, for several inputs)."),
     features: Optional[List[str]] = typer.Option(
-        None, "--feature", help="csv feature column (repeat for several)."
+        None, "--feature", metavar="COLUMN", help="csv feature column (repeat for several)."
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the --output file if it exists."),

@@ -82,7 +82,7 @@ def _probe_train(model: Any, arrays: Any, config: ExperimentConfig) -> tuple[Any
             raise ConfigError.single(
                 ("compile", "loss"),
                 f"sparse categorical labels{of} must be in [0, {classes}) for a model with "
-                f"{classes} outputs, but the labels range from {low:g} to {high:g}",
+                f"{classes} output units, but the labels range from {low:g} to {high:g}",
             )
         if fraction is not None:
             raise ConfigError.single(("data", "train") + _key(spec, "y"), _fraction(fraction, of))
@@ -148,7 +148,7 @@ def _probe_split(model: Any, name: str, arrays: Any, train: tuple[Any, Any],
             raise ConfigError.single(
                 y_at,
                 f"labels{of}{drawn} range from {low:g} to {high:g}, but sparse categorical "
-                f"labels must be in [0, {classes}) for this model ({classes} outputs; "
+                f"labels must be in [0, {classes}) for this model ({classes} output units; "
                 "compile.loss)",
             )
         if fraction is not None:
