@@ -18,7 +18,16 @@ __version__ = "0.1.0"
 
 
 def train(config: Any, **kwargs: Any) -> Any:
-    """Train the experiment a config declares; returns the :class:`~kexp.training.run.Run`."""
+    """Train the experiment a config declares; returns the :class:`~kexp.training.run.Run`.
+
+    ``config`` is a YAML file's path or a mapping of the same content (relative data paths
+    then start from the working directory). Keyword arguments: ``output_root`` (as
+    ``--output-root``), ``out`` (a rich Console to print to), ``resume`` (a run directory).
+
+        config = yaml.safe_load(open("my.yaml"))
+        config["train"]["epochs"] = 5
+        run = kexp.train(config)  # from my.yaml's folder, for its relative data paths
+    """
     from kexp.training.run import train as _train
 
     return _train(config, **kwargs)

@@ -122,9 +122,18 @@ def test_a_run_that_fails_in_training_is_kept_and_marked_failed(tmp_path, monkey
 def test_train_evaluate_predict_from_python_on_csv(tmp_path) -> None:
     import kexp
 
+    from kexp.errors import ConfigError, UserError
+
     config = shipped("breast_cancer_mlp.yaml", train={"epochs": 2},
                      output={"root": str(tmp_path / "experiments")})
-    run = kexp.train(write_config(tmp_path / "c.yaml", config))
+    # a mapping is a config too (was: a TypeError traceback from the path handling)
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
+        kexp.train({**config, "train": {"epoch": 2}})
+    with pytest.raises(UserError, match="a YAML file's path or a mapping, not list"):
+        kexp.train([config])
+    before = json.dumps(config)
+    run = kexp.train(config)
+    assert json.dumps(config) == before  # the caller's mapping is left as it was
     assert run.status == "completed" and set(run.test_metrics) >= {"accuracy", "auc", "loss"}
     result = kexp.evaluate(run.directory)
     assert result["metrics"]["auc"] == pytest.approx(run.test_metrics["auc"], rel=1e-5)

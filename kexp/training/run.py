@@ -115,8 +115,19 @@ def check_data(loaded: LoadedConfig, config: ExperimentConfig, info: StrategyInf
     return Checked(model, splits, data_pipeline)
 
 
-def _as_loaded(config: str | Path | LoadedConfig) -> LoadedConfig:
-    return config if isinstance(config, LoadedConfig) else load_config(config)
+def _as_loaded(config: str | Path | dict[str, Any] | LoadedConfig) -> LoadedConfig:
+    """A config file, an already loaded config, or a mapping (a config read or made in
+    Python: checked as the same YAML would be, relative paths from the working directory)."""
+    if isinstance(config, LoadedConfig):
+        return config
+    if isinstance(config, dict):
+        from kexp.config.loader import load_config_text
+
+        return load_config_text(dump(config), base_dir=Path.cwd())
+    if not isinstance(config, (str, Path)):
+        raise UserError(f"a config is a YAML file's path or a mapping, not "
+                        f"{type(config).__name__}")
+    return load_config(config)
 
 
 def prepare(
@@ -225,7 +236,7 @@ def _validation(dataset: Any, validation_steps: int | None) -> Any:
 
 
 def train(
-    config: str | Path | LoadedConfig | None,
+    config: str | Path | dict[str, Any] | LoadedConfig | None,
     *,
     output_root: str | Path | None = None,
     out: Console | None = None,
