@@ -48,14 +48,25 @@ def reproduce(run_dir: Any, **kwargs: Any) -> Any:
 
 
 def evaluate(target: Any, **kwargs: Any) -> Any:
-    """Evaluate a run directory or saved model; returns the metrics as a dict."""
+    """Evaluate a run directory or saved model (``kexp evaluate``); returns the record it
+    writes: ``{"model", "split", "examples", "metrics": {...}}``.
+
+    Keyword arguments: ``data`` (a csv/npz file instead of the run's test split), ``x``/``y``
+    (npz keys), ``label``/``features`` (csv columns), ``batch_size``, ``output`` (a JSON file;
+    default a new ``<run>/evaluations/<time>.json``), ``overwrite``, ``out`` (a rich Console).
+    """
     from kexp.evaluation import evaluate as _evaluate
 
     return _evaluate(target, **kwargs)
 
 
 def predict(target: Any, input: Any, **kwargs: Any) -> Any:
-    """Predict with a run directory or saved model on a csv/npz file."""
+    """Predict with a run directory or saved model on ``input`` (``kexp predict``); returns
+    the output columns as a dict of arrays (e.g. ``prob_0``..., ``predicted_label``).
+
+    Keyword arguments: ``output`` (a .csv or .npz file to write), ``x`` (npz keys),
+    ``features`` (csv columns), ``batch_size``, ``overwrite``.
+    """
     from kexp.prediction import predict as _predict
 
     return _predict(target, input, **kwargs)
