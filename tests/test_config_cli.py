@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -141,6 +142,10 @@ def test_schema_output_replaces_only_generated_files(tmp_path: Path) -> None:
     assert json.loads(target.read_text())["title"] == "kexp experiment config"
     result = CliRunner().invoke(app, ["schema", "-o", str(tmp_path / "schema.yaml")])
     assert result.exit_code == 2 and "ends in .json" in result.output
+    fifo = tmp_path / "pipe.json"  # was: read to see whether kexp wrote it, and hung
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(app, ["schema", "-o", str(fifo)])
+    assert result.exit_code == 2 and "already exists" in result.output
     page = tmp_path / "reference.md"
     assert CliRunner().invoke(app, ["schema", "--format", "markdown", "-o", str(page)]).exit_code == 0
 

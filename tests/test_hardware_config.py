@@ -173,6 +173,10 @@ TWO = {"worker": ["w:1", "w:2"]}
     (tf_config(TWO, "worker", True), "TF_CONFIG task.index must be an integer 0, 1, ..., not true"),
     (tf_config(TWO, "worker", None), "TF_CONFIG task.index must be an integer 0, 1, ..., not null"),
     (tf_config(TWO, "worker", -1), "TF_CONFIG task.index must be 0 or more, not -1"),
+    # str.isdigit takes '²', which int() refuses (was: a ValueError traceback; breaker 4)
+    (tf_config(TWO, "worker", "\u00b2"), "TF_CONFIG task.index must be an integer 0, 1,"),
+    (tf_config({"worker": ["local host:1"]}, "worker", 0), "cluster.worker must be a list of"),
+    (tf_config({"worker": ["w:\u00b2"]}, "worker", 0), "cluster.worker must be a list of"),
     (tf_config(TWO, 3, 0), "TF_CONFIG task.type must be 'chief' or 'worker', not 3"),
     (tf_config({"worker": "w:1"}, "worker", 0),
      'TF_CONFIG cluster.worker must be a list of "host:port" strings, not "w:1"'),

@@ -53,6 +53,8 @@ def is_generated(path: Path) -> bool:
     from kexp.config.jsonschema import TITLE
     from kexp.config.reference import MARKER
 
+    if not path.is_file():  # a pipe or a device: never read (it may never end), never ours
+        return False
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -89,17 +90,22 @@ def _tf_config_error(message: str) -> ConfigError:
     return ConfigError.single(_PATH, f"TF_CONFIG {message}")
 
 
+#: ASCII digits only: ``str.isdigit`` also takes '²', which ``int()`` then refuses.
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _is_address(value: Any) -> bool:
     """``host:port``, the port a number 1..65535 (``[::1]:2222`` for IPv6)."""
     if not isinstance(value, str):
         return False
     host, sep, port = value.rpartition(":")
-    return bool(sep and host.strip() and port.isdigit() and 0 < int(port) < 65536)
+    return bool(sep and host.strip() and " " not in host and _DIGITS.fullmatch(port)
+                and 0 < int(port) < 65536)
 
 
 def _task_index(raw: Any) -> int:
     """TF_CONFIG's ``task.index``: an integer >= 0 (TensorFlow also takes one as a string)."""
-    if isinstance(raw, str) and raw.strip().isdigit():
+    if isinstance(raw, str) and _DIGITS.fullmatch(raw.strip()):
         return int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise _tf_config_error(
