@@ -140,6 +140,11 @@ def test_custom_schedule_by_name_with_epochs() -> None:
      "'staircase' is a switch: give true or false", ("ExponentialDecay", "staircase")),
     ({"PiecewiseConstantDecay": {"boundaries": [10], "values": [0.1, "x"]}},
      "'values' must be a list of numbers", ("PiecewiseConstantDecay", "values")),
+    ({"PiecewiseConstantDecay": {"boundaries": [5], "values": [0.1, -0.5]}},
+     "'values' are learning rates: each must be a finite number, 0 or more",
+     ("PiecewiseConstantDecay", "values")),
+    ({"PiecewiseConstantDecay": {"boundaries": [5], "values": [0.1, float("inf")]}},
+     "each must be a finite number", ("PiecewiseConstantDecay", "values")),
     ({"CosineDecay": {"initial_learning_rate": -0.1, "decay_steps": 5}},
      "it must not be negative", ("CosineDecay", "initial_learning_rate")),
     ({"CosineDecay": {"initial_learning_rate": float("inf"), "decay_steps": 5}},
@@ -310,3 +315,44 @@ def test_boundaries_on_one_step_are_refused_before_the_run_directory(tmp_path: P
                           "PiecewiseConstantDecay.boundary_epochs: with 6 steps per epoch these "
                           "boundaries fall on the same step ([1, 1])")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_schedule_in_epochs_trains_under_float16(tmp_path: Path) -> None:
+    """Was: float16 wraps the optimizer in a LossScaleOptimizer, the pending schedule went
+    unnoticed, and training stopped with 'kexp bug: training started before the
+    learning-rate schedule given in epochs was converted' (breaker, round 4)."""
+    from kexp.runs import load_model
+    from kexp.training.run import train
+
+    config = shipped("iris_mlp.yaml", train={"epochs": 1}, callbacks=[],
+                     output={"root": str(tmp_path / "runs"), "tensorboard": False,
+                             "formats": ["keras"]})
+    config["checkpoint"] = {"save_best": False, "save_last": False}
+    config["hardware"] = {"mixed_precision": "float16"}
+    config["compile"]["optimizer"] = {"Adam": {"learning_rate": {
+        "CosineDecay": {"initial_learning_rate": 0.01, "decay_epochs": 2}}}}
+    run = train(load_config(write_config(tmp_path / "c.yaml", config)))
+    assert run.status == "completed"
+    optimizer = load_model(run.directory / "model.keras").optimizer
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    assert type(optimizer).__name__ == "LossScaleOptimizer"
+    assert inner.get_config()["learning_rate"]["config"]["decay_steps"] == 2 * math.ceil(96 / 16)
+
+
+def test_a_plugin_optimizer_may_take_a_mapping() -> None:
+    """Only Keras' own optimizers refuse a mapping outside learning_rate: a plugin's may take
+    one, such as per-layer multipliers (was refused; breaker, round 4)."""
+    from kexp.model.schedules import make_optimizer
+    from kexp.tf import keras
+
+    @keras.saving.register_keras_serializable(package="kexp_test")
+    class MultipliedSGD(keras.optimizers.SGD):
+        def __init__(self, multipliers: dict | None = None, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.multipliers = dict(multipliers or {})
+
+    optimizer = make_optimizer({"MultipliedSGD": {"learning_rate": 0.01,
+                                                  "multipliers": {"dense": 0.1}}}, PATH)
+    assert optimizer.multipliers == {"dense": 0.1}
+    with pytest.raises(ConfigError, match="'momentum' takes a value, not a mapping"):
+        make_optimizer({"SGD": {"momentum": {"dense": 0.1}}}, PATH)

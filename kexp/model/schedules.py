@@ -214,6 +214,10 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -
             if not (isinstance(value, list) and all(_real(v) for v in value)):
                 issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a list of numbers",
                                           value=value, has_value=True))
+            elif key in _RATES and not all(math.isfinite(v) and v >= 0 for v in value):
+                issues.append(ConfigIssue(where, f"{name}'s '{key}' are learning rates: each "
+                                          "must be a finite number, 0 or more", value=value,
+                                          has_value=True))
             continue
         if _real(value) and not math.isfinite(value):
             issues.append(ConfigIssue(where, f"{name}'s '{key}' must be a finite number",
@@ -308,8 +312,15 @@ def _check_optimizer_values(name: str, kwargs: dict[str, Any], path: KeyPath) ->
     negative nor infinite (a negative rate climbs the loss; an infinite one is NaN at once).
 
     Keras keeps any other mapping it is given (``clipnorm``, ``beta_1``) and fails in the
-    first training step, after the run directory exists.
+    first training step, after the run directory exists. A plugin's optimizer may take a
+    mapping (per-layer multipliers, say): only Keras' own are held to this.
     """
+    try:
+        cls = lookup("optimizer", name, path[:-1])
+    except ConfigError:
+        cls = None  # an unknown name: reported where the optimizer is made
+    # (a name the registry does not know is an alias only Keras' get() knows: Keras' own)
+    builtin = cls is None or getattr(cls, "__module__", "").startswith("keras.")
     issues = []
     for key, value in kwargs.items():
         if key == "learning_rate":
@@ -317,7 +328,7 @@ def _check_optimizer_values(name: str, kwargs: dict[str, Any], path: KeyPath) ->
                 issues.append(ConfigIssue(
                     path + (key,), "the learning rate must be a finite number, 0 or more",
                     value=value, has_value=True))
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and builtin:
             issues.append(ConfigIssue(
                 path + (key,), f"{name}'s '{key}' takes a value, not a mapping (of the "
                 "optimizer's arguments only learning_rate takes a schedule)",
@@ -327,8 +338,12 @@ def _check_optimizer_values(name: str, kwargs: dict[str, Any], path: KeyPath) ->
 
 
 def is_pending(model: Any) -> bool:
-    """Whether ``model`` was compiled before its schedule's steps per epoch were known."""
-    return getattr(model, "optimizer", None) in _PENDING
+    """Whether ``model`` was compiled before its schedule's steps per epoch were known.
+
+    Under float16 Keras' ``compile`` wraps the optimizer in a ``LossScaleOptimizer``; the
+    schedule is the inner one's (was: missed, and training met the placeholder schedule)."""
+    optimizer = getattr(model, "optimizer", None)
+    return optimizer in _PENDING or getattr(optimizer, "inner_optimizer", None) in _PENDING
 
 
 def resolve_pending(model: Any, config: ExperimentConfig, steps_per_epoch: int) -> None:
