@@ -387,9 +387,9 @@ def validate(
             check_paths(loaded, None)
         from kexp.training.run import check_data, prepare
 
-        checked, info, model = prepare(loaded, connect=False)  # no cluster server, no TPU
+        config_obj, info, model = prepare(loaded, connect=False)  # no cluster, no TPU
         if data:  # the model shown is then the one train saves: preprocessing inside
-            model = check_data(loaded, checked, info, model).model
+            model = check_data(loaded, config_obj, info, model).model
         from kexp.model.summary import plot as plot_model, render_summary
 
         render_summary(model, out)

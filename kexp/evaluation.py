@@ -117,9 +117,10 @@ def evaluate(
         "metrics": metrics,
     }
     say.print(metrics_table({split: metrics}, title=f"evaluation of {found.model_file.name}"))
-    target_file, option = (Path(output), "--output") if output is not None else (record, None)
-    if record is not None and output is None:
-        target_file = _new_record(record)
+    if output is not None:
+        target_file, option = Path(output), "--output"
+    else:  # its name taken only now, once there is a record to write
+        target_file, option = (_new_record(record) if record is not None else None), None
     if target_file is not None:
         with writing(target_file, option or "the evaluation record"):
             write_json(target_file, result)

@@ -23,6 +23,7 @@ with it; :func:`resolve_pending` recompiles with the real schedule.
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from typing import Any
@@ -75,8 +76,13 @@ def uses_epochs(spec: Any) -> bool:
     return any(key.endswith(EPOCHS) for key in kwargs)
 
 
+def _real(value: Any) -> bool:
+    """A number (True and False are ints to Python, never to a config)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _steps(value: Any, steps_per_epoch: int, path: KeyPath) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if not _real(value) or value <= 0:
         raise ConfigError.single(
             path, "must be a positive number of epochs", value=value, has_value=True
         )
@@ -86,7 +92,7 @@ def _steps(value: Any, steps_per_epoch: int, path: KeyPath) -> int:
 def _increasing(values: list[Any], where: KeyPath, unit: str) -> list[ConfigIssue]:
     """Boundaries must rise strictly: Keras takes them as they come and would switch rates
     in an order nobody meant (or never reach a value), silently."""
-    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [v for v in values if _real(v)]
     if len(numbers) == len(values) and all(a < b for a, b in zip(numbers, numbers[1:])):
         return []
     if len(numbers) != len(values):
@@ -180,10 +186,6 @@ def _check_names(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) ->
         raise ConfigError(issues)
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_values(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -> None:
     """The values of a Keras schedule's arguments: numbers (lists of them for ``boundaries``
     and ``values``), true/false where Keras' default is one, text for ``name``.
@@ -196,8 +198,6 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -
     """
     if not cls.__module__.startswith("keras."):
         return
-    import inspect
-
     defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
     issues = []
     for key, value in kwargs.items():
@@ -236,12 +236,14 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: KeyPath, name: str) -
                                       (f": '{value}' is quoted, so it is text; write it "
                                        "without quotes" if quoted else ""),
                                       value=value, has_value=True))
-    warmup = [k for k, v in kwargs.items() if k.startswith("warmup_") and k != "warmup_target" and v]
+    warmup = [k for k, v in kwargs.items()
+              if k.startswith("warmup_") and k != "warmup_target" and v]
     if warmup and "warmup_target" in defaults and kwargs.get("warmup_target") is None:
+        key = warmup[0]
         issues.append(ConfigIssue(
-            path + (warmup[0],), f"{name} warms up only towards a warmup_target (the rate at "
-            f"the end of the warmup); without one Keras ignores '{warmup[0]}'", value=kwargs[
-                warmup[0]], has_value=True, suggestion=None))
+            path + (key,), f"{name} warms up only towards a warmup_target (the rate at the "
+            f"end of the warmup); without one Keras ignores '{key}'", value=kwargs[key],
+            has_value=True))
     if issues:
         raise ConfigError(issues)
 

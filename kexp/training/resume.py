@@ -182,7 +182,8 @@ def plan_resume(run_dir: str | Path, config: Any = None) -> ResumePlan:
 
     Raises UserError/ConfigError (exit 2) when it cannot: not a run directory, a multi-worker
     run, a run another process is training, the data it trained on changed, a plugin file
-    changed or gone, an unsafe config difference, nothing left to train. Nothing in the run directory is written before that.
+    changed or gone, an unsafe config difference, nothing left to train. Nothing in the run
+    directory is written before that.
     """
     from kexp.preflight import check_run_dir
 
