@@ -12,7 +12,10 @@ so every layer computes in 16 bits and keeps float32 variables. Two things make 
   gradients would flush to zero otherwise). bfloat16 has float32's range and needs none.
 
 The policy is process-wide: :func:`set_policy` is called for every run, ``none`` included,
-so one run's policy never leaks into the next one in the same process.
+so one run's policy never leaks into the next one in the same process, and ``kexp.train``
+restores the caller's policy when it returns (:func:`policy_kept`): a float16 run left
+``mixed_float16`` behind, and a ``.h5`` loaded after it came back with a loss-scale
+optimizer its saved state did not fit.
 
 Reloading: every layer's policy is saved with the model, so ``keras.models.load_model``
 predicts the same under any global policy. The loss-scale wrapper is not saved, though:
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import json
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -38,6 +42,18 @@ def set_policy(mode: str) -> str:
     name = POLICIES[mode]
     keras.mixed_precision.set_dtype_policy(name)
     return name
+
+
+@contextmanager
+def policy_kept() -> Iterator[None]:
+    """The global dtype policy as it was before, whatever the block sets."""
+    from kexp.tf import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _output_layers(model: Any) -> list[Any]:

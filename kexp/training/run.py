@@ -38,6 +38,7 @@ from kexp.errors import ConfigError, ConfigIssue, TrainingFailed, UserError
 from kexp.hardware import StrategyInfo, setup_hardware
 from kexp.hardware.batch import check_last_batch
 from kexp.hardware.execution import fit_execution
+from kexp.hardware.precision import policy_kept
 from kexp.hardware.cluster import release, scratch_root
 from kexp.manifest import Manifest
 from kexp.model import build_model, compile_model
@@ -248,13 +249,14 @@ def train(
     only the keys :mod:`kexp.training.resume` declares safe).
     """
     say = out or Console()
-    if resume is not None:  # the run's own config, its state, safe changes only
-        from kexp.training.resume import plan_resume
+    with policy_kept():  # the run sets the process-wide dtype policy; the caller's is back
+        if resume is not None:  # the run's own config, its state, safe changes only
+            from kexp.training.resume import plan_resume
 
-        # the plan holds the run's lock from before it reads the state until training ends
-        with plan_resume(resume, config) as plan:
-            return _train(plan.loaded, output_root, say, plan)
-    return _train(_as_loaded(config), output_root, say, None)
+            # the plan holds the run's lock from before it reads the state until training ends
+            with plan_resume(resume, config) as plan:
+                return _train(plan.loaded, output_root, say, plan)
+        return _train(_as_loaded(config), output_root, say, None)
 
 
 def _train(loaded: LoadedConfig, output_root: str | Path | None, say: Console,
